@@ -6,6 +6,7 @@ imported lazily so that ``midisynth --help`` stays instant.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -17,10 +18,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def __getattr__(name: str) -> Any:
+    # The function `render` shares its name with the module `midisynth.render`: import the module
+    # by its full name and bind the function over the attribute the import system set. Code inside
+    # the package therefore imports names *from* `.render`, never the module object itself.
     if name in ("render", "RenderOptions"):
-        from . import render as _render
-
-        return getattr(_render, name)
+        mod = importlib.import_module(f"{__name__}.render")
+        globals().update(render=mod.render, RenderOptions=mod.RenderOptions)
+        return globals()[name]
     if name == "load_model":
         from .weights import load_model
 

@@ -8,6 +8,7 @@ The front end reproduces the original system's TensorFlow features exactly (spec
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -398,3 +399,162 @@ def normalize_loudness(
     """
     current = loudness_lufs(audio, sample_rate)
     return audio if current == -math.inf else apply_gain(audio, target_lufs - current)
+
+
+# ---- Streaming file output -----------------------------------------------------------------------
+
+
+WRITE_CEILING = 0.999  # -0.009 dBFS: a full-scale 1.0 would overflow 16-bit PCM in libsndfile
+
+
+@dataclasses.dataclass
+class WriteReport:
+    """What AudioFileWriter did to the level of a file."""
+
+    path: Path
+    seconds: float
+    gain_db: float  # total gain applied (normalisation + user gain − anti-clipping)
+    peak_db: float  # sample peak of the written file, dBFS
+    scaled_to_avoid_clipping: bool  # True when the requested gain would have clipped
+
+
+class AudioFileWriter:
+    """Streams mono float audio at SAMPLE_RATE into an audio file, atomically and without clipping.
+
+    Chunks are resampled on the fly (soxr stream) and spooled to a float32 temporary file in the
+    target folder; `close()` applies the gain (peak or loudness normalisation, then ``gain_db``),
+    scales the whole file down if it would clip (never hard-clips), writes the final format to a
+    second temporary file and renames it into place. Any exception (or `abort()`) removes both
+    temporaries, so no partial output is ever left at ``path``. Memory stays flat except for
+    ``normalize="loudness"``, which reads the spooled audio back once to measure it.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        sample_rate: int = SAMPLE_RATE,
+        *,
+        normalize: Literal["none", "peak", "loudness"] = "none",
+        gain_db: float = 0.0,
+        peak_target_db: float = -1.0,
+        loudness_target: float = -16.0,
+        subtype: str | None = None,
+    ) -> None:
+        import soundfile as sf
+
+        self.path = Path(path)
+        ext = self.path.suffix.lower()
+        if ext not in AUDIO_FORMATS:
+            raise ValueError(
+                f"unsupported audio extension {self.path.suffix!r} for {self.path.name}; use one of "
+                + ", ".join(AUDIO_FORMATS)
+            )
+        if normalize not in ("none", "peak", "loudness"):
+            raise ValueError(f"normalize must be none, peak or loudness, not {normalize!r}")
+        self.format, default_subtype = AUDIO_FORMATS[ext]
+        self.subtype = (subtype or default_subtype).upper()
+        self.sample_rate, self.normalize, self.gain_db = sample_rate, normalize, gain_db
+        self.peak_target_db, self.loudness_target = peak_target_db, loudness_target
+        self._peak = 0.0
+        self._frames = 0
+        self.report: WriteReport | None = None  # set by close()
+        self._spool_path = self.path.with_name(
+            f".{self.path.name}.{uuid.uuid4().hex[:8]}.spool.wav"
+        )
+        self._spool = sf.SoundFile(
+            self._spool_path, "w", samplerate=sample_rate, channels=1, format="WAV", subtype="FLOAT"
+        )
+        self._resampler = None
+        if sample_rate != SAMPLE_RATE:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(SAMPLE_RATE, sample_rate, 1, dtype="float32")
+
+    def write(self, chunk: torch.Tensor | np.ndarray) -> None:
+        """Append mono samples at SAMPLE_RATE (1-D)."""
+        import numpy as np
+
+        data = np.asarray(
+            chunk.detach().cpu().float().numpy() if isinstance(chunk, torch.Tensor) else chunk,
+            dtype=np.float32,
+        ).reshape(-1)
+        if not np.isfinite(data).all():
+            raise ValueError(f"{self.path.name}: audio contains NaN or infinite samples")
+        if self._resampler is not None:
+            data = self._resampler.resample_chunk(data)
+        self._put(data)
+
+    def _put(self, data: np.ndarray) -> None:
+        if data.size:
+            self._peak = max(self._peak, float(abs(data).max()))
+            self._spool.write(data)
+            self._frames += data.size
+
+    def close(self) -> WriteReport:
+        """Finish: level, encode, rename into place. Returns what was done to the level."""
+        import numpy as np
+        import soundfile as sf
+
+        try:
+            if self._resampler is not None:
+                self._put(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+            self._spool.close()
+            gain = self.gain_db
+            if self.normalize == "peak" and self._peak > 0:
+                gain += self.peak_target_db - 20 * math.log10(self._peak)
+            elif self.normalize == "loudness":
+                data, _ = sf.read(self._spool_path, dtype="float32")
+                lufs = loudness_lufs(torch.from_numpy(data), self.sample_rate)
+                del data
+                if lufs != -math.inf:
+                    gain += self.loudness_target - lufs
+            factor = db_to_gain(gain)
+            clipped = self._peak * factor > WRITE_CEILING
+            if clipped:  # scale the whole file down instead of clipping it
+                factor = WRITE_CEILING / self._peak
+                gain = 20 * math.log10(factor)
+            final = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                with (
+                    sf.SoundFile(self._spool_path) as src,
+                    sf.SoundFile(
+                        final,
+                        "w",
+                        samplerate=self.sample_rate,
+                        channels=1,
+                        format=self.format,
+                        subtype=self.subtype,
+                    ) as dst,
+                ):
+                    for block in src.blocks(blocksize=1 << 18, dtype="float32"):
+                        dst.write(block * factor)
+                os.replace(final, self.path)
+            except BaseException:
+                final.unlink(missing_ok=True)
+                raise
+        finally:
+            self.abort()
+        peak = self._peak * factor
+        self.report = WriteReport(
+            self.path,
+            self._frames / self.sample_rate,
+            gain,
+            20 * math.log10(peak) if peak > 0 else -math.inf,
+            clipped,
+        )
+        return self.report
+
+    def abort(self) -> None:
+        """Drop everything written so far (the destination is never touched)."""
+        if not self._spool.closed:
+            self._spool.close()
+        self._spool_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> AudioFileWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif self.report is None:
+            self.close()

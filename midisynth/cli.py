@@ -1,0 +1,363 @@
+"""The `midisynth` command line: a thin Typer layer over the library.
+
+Everything heavy (torch, the model) is imported inside the commands so that `--help` is instant.
+Expected failures (bad MIDI, missing model, bad flag values) print one line and exit non-zero;
+tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="midisynth",
+    help="Render MIDI to audio with the spectrogram-diffusion neural synthesizer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print a one-line error and exit."""
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that are the user's input, not our bugs (imported lazily)."""
+    from .inverter import InverterError
+    from .midi import MidiError
+    from .weights import ModelError
+
+    return (MidiError, ModelError, InverterError, ValueError, OSError)
+
+
+class Sampler(str, Enum):
+    ddpm = "ddpm"
+    ddpm_cosine = "ddpm-cosine"
+    ddim = "ddim"
+    dpmpp_2m = "dpmpp-2m"
+
+
+class Normalize(str, Enum):
+    none = "none"
+    peak = "peak"
+    loudness = "loudness"
+
+
+@app.command()
+def inspect(
+    file: Annotated[Path, typer.Argument(help="MIDI file to inspect.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON with the token ids of every segment.")
+    ] = False,
+) -> None:
+    """Show what the model will see: tracks, programs (before → after mapping), segments, tokens."""
+    from . import programs, tokens
+    from .midi import MidiError, read_midi
+
+    try:
+        score = read_midi(file)
+    except MidiError as e:
+        fail(str(e))
+    pmap = programs.PROGRAM_MAPS["slakh"]
+    segs = tokens.notes_to_segments(score.notes, score.total_time, program_map=pmap)
+    if as_json:
+        doc = {
+            "file": str(file),
+            "duration": score.total_time,
+            "instruments": [
+                {
+                    "index": i.index,
+                    "track": i.track,
+                    "channel": i.channel,
+                    "name": i.name,
+                    "program": i.program,
+                    "mapped_program": None if i.is_drum else pmap(i.program),
+                    "is_drum": i.is_drum,
+                    "notes": i.n_notes,
+                }
+                for i in score.instruments
+            ],
+            "segments": [[int(t) for t in s[:-1]] for s in segs],  # without EOS and padding
+        }
+        out.print_json(json.dumps(doc))
+        return
+    from rich.table import Table
+
+    out.print(
+        f"[bold]{file}[/]  format {score.format}, {score.total_time:.2f} s, "
+        f"{len(score.notes)} notes, {len(segs)} segments of 5.12 s"
+    )
+    table = Table("#", "track", "ch", "name", "program", "→ model", "notes")
+    for i in score.instruments:
+        if i.is_drum:
+            prog, mapped = "drums", "drums"
+        else:
+            prog = f"{i.program} {programs.program_name(i.program)}"
+            mapped = f"{pmap(i.program)} {programs.program_name(pmap(i.program))}"
+        table.add_row(str(i.index), str(i.track), str(i.channel + 1), i.name, prog, mapped, str(i.n_notes))
+    out.print(table)
+    lens = [len(s) for s in segs]
+    if lens:
+        out.print(f"tokens per segment: min {min(lens)}, mean {sum(lens) / len(lens):.0f}, max {max(lens)}")
+
+
+@app.command()
+def render(
+    input: Annotated[Path, typer.Argument(help="A MIDI file, or a folder of them (recursive).")],
+    output: Annotated[
+        Path | None,
+        typer.Argument(help="Output file (extension sets the format: .wav .flac .ogg) or folder."),
+    ] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="Folder for outputs (mirrors input tree).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="wav, flac or ogg (when not set by OUT).")] = "wav",
+    program: Annotated[
+        list[str] | None,
+        typer.Option("--program", "-p", help="Swap instruments: SRC=DST, GM names or numbers (piano=cello, 0=42). Repeatable."),
+    ] = None,
+    track: Annotated[
+        list[str] | None,
+        typer.Option("--track", help="Set one track's instrument: N=PROGRAM (track numbers from `midisynth inspect`). Repeatable."),
+    ] = None,
+    no_drums: Annotated[bool, typer.Option("--no-drums", help="Drop channel-10 drums.")] = False,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name (`midisynth models`) or folder.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
+    sampler: Annotated[Sampler, typer.Option(help="ddpm = reference; dpmpp-2m/ddim = fast.")] = Sampler.dpmpp_2m,
+    steps: Annotated[int | None, typer.Option(min=1, max=1000, help="Denoising steps per segment (default: per sampler).")] = None,
+    guidance: Annotated[float, typer.Option(min=0.0, max=20.0, help="Classifier-free guidance weight (1 = off).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed → same audio).")] = 0,
+    tail: Annotated[float, typer.Option(min=0.0, max=30.0, help="Seconds kept after the last note.")] = 1.0,
+    inverter: Annotated[str | None, typer.Option(help="griffin-lim or soundstream-onnx (default: the model's).")] = None,
+    sample_rate: Annotated[int, typer.Option("--sample-rate", "-r", min=8000, max=192000, help="Output sample rate (resampled from 16 kHz).")] = 16000,
+    normalize: Annotated[Normalize, typer.Option(help="none, peak (-1 dBFS) or loudness (-16 LUFS).")] = Normalize.none,
+    gain: Annotated[float, typer.Option(min=-60.0, max=60.0, help="Gain in dB, after normalisation.")] = 0.0,
+    mel_out: Annotated[Path | None, typer.Option(help="Also save the log-mel [frames, 128] to this .npy (single file only).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=256, help="Files rendered together (GPU throughput).")] = 8,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    skip_existing: Annotated[bool, typer.Option(help="Skip inputs whose output exists.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summaries.")] = False,
+) -> None:
+    """Render MIDI to audio.
+
+    \b
+    midisynth render song.mid                      # → song.wav
+    midisynth render song.mid out.flac -p piano=cello
+    midisynth render midi_folder/ -o audio_folder/ --skip-existing
+    """
+    from .programs import parse_program, parse_swap
+
+    try:
+        swaps = tuple(parse_swap(p) for p in program or [])
+        tracks = tuple(_parse_track(t, parse_program) for t in track or [])
+        if sampler is Sampler.ddpm and steps is not None and steps > 1000:
+            raise ValueError("--steps must be at most 1000")
+    except ValueError as e:
+        fail(str(e), 2)
+    import importlib
+
+    R = importlib.import_module("midisynth.render")  # the module, not midisynth.render()
+    from .weights import load_model
+
+    try:
+        plan = R.plan_outputs(
+            input, output, output_dir, fmt, mel_out=mel_out, overwrite=overwrite,
+            skip_existing=skip_existing,
+        )
+        options = R.RenderOptions(
+            sampler=sampler.value, steps=steps, guidance=guidance, seed=seed, device=device,
+            dtype=dtype, tail=tail, inverter=inverter, program_swaps=swaps, track_programs=tracks,
+            drums=not no_drums, batch_size=batch_size,
+        )
+        options.n_steps()
+        if not plan.tasks:
+            if not quiet:
+                err.print(f"nothing to do: {len(plan.skipped)} output(s) exist (--skip-existing)")
+            raise typer.Exit(0)
+        dev = R.resolve_device(device)
+        loaded = load_model(model, device=dev, dtype=R.resolve_dtype(dtype, dev))
+        if inverter is not None:
+            from .inverter import load_inverter
+
+            load_inverter(inverter, dev)  # fail before rendering, not after the first segment
+    except _user_errors() as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if not quiet:
+        _describe(loaded, options, swaps, tracks, len(plan.tasks))
+    out_opts = R.OutputOptions(sample_rate=sample_rate, normalize=normalize.value, gain_db=gain)
+    results = _render_with_progress(R, loaded, plan.tasks, options, out_opts, quiet)
+    failed = [r for r in results if not r.ok]
+    if not quiet or failed:
+        _summary(results, plan.skipped, quiet)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _parse_track(text: str, parse_program) -> tuple[int, int]:
+    n, sep, prog = text.partition("=")
+    if not sep or not n.strip().isdigit():
+        raise ValueError(f"--track must look like N=PROGRAM (e.g. 2=cello), got {text!r}")
+    return int(n), parse_program(prog)
+
+
+def _describe(loaded, options, swaps, tracks, n_files: int) -> None:
+    """One status line: model, device, sampler, and the instrument changes in effect."""
+    from .programs import program_name
+
+    err.print(
+        f"model [bold]{loaded.name}[/] on {loaded.device} ({str(loaded.dtype).removeprefix('torch.')}), "
+        f"sampler {options.sampler} × {options.n_steps()} steps"
+        + (f", guidance {options.guidance:g}" if options.guidance != 1 else "")
+        + f", {n_files} file(s)"
+    )
+    for a, b in swaps:
+        err.print(f"  program {a} {program_name(a)} → {b} {program_name(b)}")
+    for t, b in tracks:
+        err.print(f"  track {t} → {b} {program_name(b)}")
+    if not options.drums:
+        err.print("  drums removed")
+    if int(loaded.codec.get("num_velocity_bins", 1)) <= 1:
+        _notice_once(
+            "velocity",
+            "note: this model ignores note velocity and pitch bend (as the released model does)",
+        )
+
+
+def _notice_once(key: str, message: str) -> None:
+    """Print a notice the first time only (remembered in the cache folder)."""
+    from .weights import cache_dir
+
+    marker = cache_dir() / f"notice-{key}"
+    if marker.exists():
+        return
+    err.print(f"[dim]{message}[/]")
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass
+
+
+def _render_with_progress(R, loaded, tasks, options, out_opts, quiet: bool):
+    if quiet:
+        return R.render_files(loaded, tasks, options, out_opts)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} s audio"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("rendering", total=1.0)
+
+        def progress(done: float, total: float) -> None:
+            bar.update(task, completed=done, total=total)
+
+        def on_result(r) -> None:
+            if r.ok:
+                bar.console.print(f"[green]✓[/] {r.task.dst} ({r.seconds:.1f} s)")
+            else:
+                bar.console.print(f"[red]✗[/] {r.task.src}: {r.error}")
+
+        return R.render_files(loaded, tasks, options, out_opts, progress, on_result)
+
+
+def _summary(results, skipped, quiet: bool) -> None:
+    ok = [r for r in results if r.ok]
+    failed = [r for r in results if not r.ok]
+    clipped = [r for r in ok if r.clipped]
+    if quiet:
+        for r in failed:
+            err.print(f"[red]failed:[/] {r.task.src}: {r.error}")
+        return
+    parts = [f"{len(ok)} rendered"]
+    if skipped:
+        parts.append(f"{len(skipped)} skipped (exist)")
+    if failed:
+        parts.append(f"[red]{len(failed)} failed[/]")
+    err.print(", ".join(parts))
+    if clipped:
+        err.print(f"{len(clipped)} file(s) were turned down to avoid clipping")
+    if len(results) > 1:
+        for r in failed:
+            err.print(f"  [red]✗[/] {r.task.src}: {r.error}")
+
+
+@app.command()
+def models() -> None:
+    """List registered and bundled models, and where converted models are cached."""
+    from rich.table import Table
+
+    from .weights import REGISTRY, cache_dir, default_model_name
+
+    default = default_model_name()
+    table = Table("name", "source", "description")
+    for e in REGISTRY.values():
+        src = e.repo_id or (str(e.local_dir) if e.local_dir else "built in")
+        table.add_row(e.name + (" (default)" if e.name == default else ""), src, e.description)
+    out.print(table)
+    out.print(f"Local folders work too: --model /path/to/folder. Cache: {cache_dir()}")
+
+
+@app.command()
+def programs(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Show this model's mapping.")] = None,
+) -> None:
+    """List the General MIDI programs and what the model maps each one to."""
+    from rich.table import Table
+
+    from . import programs as gm
+
+    mapping = "slakh"
+    if model is not None:
+        from .weights import ModelError, load_model
+
+        try:
+            mapping = load_model(model).program_map
+        except ModelError as e:
+            fail(str(e))
+    table = Table("#", "program", "→ model plays", title=f"program mapping: {mapping}")
+    for number, name, mapped, mapped_name in gm.mapping_table(mapping):
+        table.add_row(str(number), name, f"{mapped} {mapped_name}")
+    out.print(table)
+    out.print("Drums (MIDI channel 10) are always drums. Names and numbers work in --program.")
+
+
+@app.command()
+def download(
+    name: Annotated[str, typer.Argument(help="Registered model name (e.g. official).")] = "official",
+) -> None:
+    """Download (and convert once) a registered model from the Hugging Face Hub."""
+    from .weights import REGISTRY, ModelError, load_model
+
+    if name not in REGISTRY or REGISTRY[name].repo_id is None:
+        hub = [n for n, e in REGISTRY.items() if e.repo_id]
+        fail(f"{name!r} is not a downloadable model; choose one of: {', '.join(hub)}", 2)
+    try:
+        loaded = load_model(name)
+    except ModelError as e:
+        fail(str(e))
+    out.print(f"{name}: ready in {loaded.path}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("[bold red]error:[/] interrupted")
+        sys.exit(130)

@@ -1,0 +1,522 @@
+"""RenderOptions and render(): the sequential segment loop.
+
+Each 5.12 s segment is denoised conditioned on its note tokens and on the previous *generated*
+segment (the first one gets an empty, masked context). Finished segments go straight to a streaming
+inverter and out, so memory stays flat in song length. Several files render together by batching
+segment i of every file into one denoising batch (each file keeps its own random generator, so a
+file renders the same alone or in a batch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from . import audio, diffusion, tokens
+from .inverter import StreamingInverter, load_inverter
+from .midi import Note, Score, read_midi
+from .programs import PROGRAM_MAPS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .weights import LoadedModel
+
+ProgressFn = Callable[[float, float], None]  # (seconds rendered, seconds total)
+
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How to render. Override fields with `dataclasses.replace`."""
+
+    sampler: str = "dpmpp-2m"  # ddpm (reference), ddpm-cosine (original), ddim, dpmpp-2m (fast)
+    steps: int | None = None  # denoising steps per segment; None = the sampler's default
+    guidance: float = 1.0  # classifier-free guidance weight; 1 = off (as the diffusers pipeline)
+    seed: int = 0  # random seed; same seed + device + dtype → identical output
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"  # auto | float32 | bfloat16 (auto: bf16 where the hardware is fast at it)
+    tail: float = 1.0  # seconds kept after the MIDI's last note-off (release/reverb)
+    inverter: str | None = None  # None = the model's own; or griffin-lim | soundstream-onnx
+    program_swaps: tuple[tuple[int, int], ...] = ()  # (from GM program, to GM program)
+    track_programs: tuple[tuple[int, int], ...] = ()  # (MIDI track index, GM program)
+    drums: bool = True  # False drops channel-10 notes
+    batch_size: int = 8  # files rendered together (segment i of each file in one batch)
+
+    def n_steps(self) -> int:
+        return self.steps if self.steps is not None else diffusion.get_sampler(self.sampler).default_steps
+
+
+# --------------------------------------------------------------------------------------------
+# Devices and dtypes
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda, mps or cpu; an unavailable device falls back to CPU with a warning."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn("CUDA is not available; rendering on the CPU", stacklevel=2)
+        return torch.device("cpu")
+    if dev.type == "mps" and not (torch.backends.mps.is_available()):
+        warnings.warn("MPS is not available; rendering on the CPU", stacklevel=2)
+        return torch.device("cpu")
+    return dev
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with native bf16 matmuls (AVX512-BF16 / AMX), where bf16 is ~4× fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()):
+            return torch.bfloat16
+        return torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise ValueError(f"unknown dtype {name!r}; choose auto, float32 or bfloat16")
+    return table[name]
+
+
+# --------------------------------------------------------------------------------------------
+# Score preparation
+
+
+def apply_programs(score: Score, options: RenderOptions) -> list[Note]:
+    """Instrument swaps and drum removal on the notes (before the model's program mapping)."""
+    track_of = {i.index: i.track for i in score.instruments}
+    by_track = dict(options.track_programs)
+    swaps = dict(options.program_swaps)
+    out = []
+    for n in score.notes:
+        if n.is_drum:
+            if options.drums:
+                out.append(n)
+            continue
+        prog = by_track.get(track_of.get(n.instrument, -1), swaps.get(n.program, n.program))
+        out.append(n if prog == n.program else dataclasses.replace(n, program=prog))
+    return out
+
+
+@dataclass
+class Job:
+    """One file being rendered: its token segments and where its output goes."""
+
+    segments: list[np.ndarray]  # token ids per segment, EOS-terminated, unpadded
+    n_samples: int  # output length at 16 kHz (MIDI length + tail)
+    generator: torch.Generator
+    sink: Callable[[torch.Tensor], None]  # receives audio chunks [n] float32 at 16 kHz
+    mel_sink: Callable[[torch.Tensor], None] | None = None  # receives mel frames [T, 128]
+    inverter: StreamingInverter | None = None
+    context: torch.Tensor | None = None  # previous generated segment, feature units [256, 128]
+    emitted: int = 0  # samples sent to sink so far
+    mel_emitted: int = 0  # frames sent to mel_sink so far
+
+
+def prepare_tokens(model: LoadedModel, score: Score, options: RenderOptions) -> tuple[list, int]:
+    """Token segments covering the MIDI plus the tail, and the output length in samples."""
+    notes = apply_programs(score, options)
+    duration = score.total_time + max(0.0, options.tail)
+    codec = tokens.Codec(num_velocity_bins=int(model.codec.get("num_velocity_bins", 1)))
+    segs = tokens.notes_to_segments(
+        notes, duration, codec=codec, program_map=PROGRAM_MAPS[model.program_map]
+    )
+    return segs, int(round(duration * audio.SAMPLE_RATE))
+
+
+# --------------------------------------------------------------------------------------------
+# One segment
+
+
+def sample_segment(
+    model: LoadedModel,
+    token_ids: torch.Tensor,
+    context: torch.Tensor,
+    context_mask: torch.Tensor,
+    options: RenderOptions,
+    generators: Sequence[torch.Generator],
+) -> torch.Tensor:
+    """Denoise one segment per batch row.
+
+    Args:
+        token_ids: [B, L] int64, PAD-padded.
+        context: [B, 256, 128] previous mel in feature units (ignored where the mask is False).
+        context_mask: [B] bool, whether row b has a context.
+    Returns:
+        mel [B, 256, 128] in log-mel feature units (fp32).
+    """
+    from .model import Encoded
+
+    net, dev, dtype = model.model, model.device, model.dtype
+    shape = (token_ids.shape[0], model.config.targets_length, model.config.input_dims)
+    scaled_ctx = audio.scale(context.float()).to(dev, dtype)  # (B, 256, 128) in [-1, 1]
+    mask = context_mask[:, None].expand(-1, model.config.context_length).to(dev)  # (B, 256)
+    with torch.inference_mode():
+        enc = net.encode(token_ids.to(dev), scaled_ctx, mask)
+        guide = options.guidance != 1.0
+        if guide:
+            # Unconditional rows: every encoding and mask zeroed (spec §5.2), batched after the
+            # conditional rows so one forward pass serves both.
+            enc = Encoded(
+                torch.cat([enc.encodings, torch.zeros_like(enc.encodings)]),
+                torch.cat([enc.mask, torch.zeros_like(enc.mask)]),
+            )
+        kv = net.precompute(enc)  # cross-attention keys/values, reused by every step
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return net(x, t, kv)
+
+        x0 = diffusion.sample(
+            denoise,  # with guidance: called on [cond; uncond] rows, see diffusion.guided
+            shape,
+            sampler=options.sampler,
+            steps=options.n_steps(),
+            generator=list(generators),
+            device=dev,
+            dtype=dtype,
+            guidance=options.guidance,
+            denoise_batched=denoise if guide else None,
+        )
+    return audio.unscale(x0.float())
+
+
+def _run_batch(model: LoadedModel, jobs: list[Job], i: int, options: RenderOptions) -> None:
+    """Render segment i of every job in `jobs` as one batch and hand the results on."""
+    ids = tokens.pad_segments([j.segments[i] for j in jobs], length=None)
+    silence = torch.zeros(model.config.context_length, model.config.input_dims)
+    ctx = torch.stack([j.context if j.context is not None else silence for j in jobs])
+    has_ctx = torch.tensor([j.context is not None for j in jobs])
+    mel = sample_segment(model, torch.from_numpy(ids), ctx, has_ctx, options, [j.generator for j in jobs])
+    for j, m in zip(jobs, mel.cpu(), strict=True):
+        j.context = m  # condition the next segment on this one
+        _emit(j, m)
+
+
+def _emit(job: Job, mel: torch.Tensor) -> None:
+    """Send one segment's mel to the mel sink and its audio (trimmed to the song) to the sink."""
+    if job.mel_sink is not None:
+        want = math.ceil(job.n_samples / audio.HOP) - job.mel_emitted
+        if want > 0:
+            job.mel_sink(mel[:want])
+            job.mel_emitted += min(want, mel.shape[0])
+    assert job.inverter is not None
+    _send(job, job.inverter.push(mel))
+
+
+def _send(job: Job, chunk: torch.Tensor) -> None:
+    room = job.n_samples - job.emitted
+    if room > 0 and chunk.numel():
+        chunk = chunk[:room]
+        job.sink(chunk.float().cpu())
+        job.emitted += chunk.numel()
+
+
+def _finish(job: Job) -> None:
+    assert job.inverter is not None
+    _send(job, job.inverter.flush())
+    if job.emitted < job.n_samples:  # only when the last segment was cut (never in practice)
+        _send(job, torch.zeros(job.n_samples - job.emitted))
+
+
+# --------------------------------------------------------------------------------------------
+# Whole songs
+
+
+def render_jobs(
+    model: LoadedModel,
+    jobs: list[Job],
+    options: RenderOptions,
+    progress: ProgressFn | None = None,
+) -> None:
+    """The segment loop over several files at once: segment i of each file in one batch."""
+    spec = options.inverter or model.inverter
+    for j in jobs:
+        j.inverter = StreamingInverter(load_inverter(spec, device=model.device))
+    total = sum(len(j.segments) for j in jobs) * audio.SEGMENT_SECONDS
+    done = 0.0
+    for i in range(max((len(j.segments) for j in jobs), default=0)):
+        active = [j for j in jobs if i < len(j.segments)]
+        for start in range(0, len(active), max(1, options.batch_size)):
+            batch = active[start : start + options.batch_size]
+            _run_batch(model, batch, i, options)
+            done += len(batch) * audio.SEGMENT_SECONDS
+            if progress is not None:
+                progress(done, total)
+        for j in active:
+            if i == len(j.segments) - 1:
+                _finish(j)
+
+
+def make_job(
+    model: LoadedModel,
+    midi: str | os.PathLike | bytes | Score,
+    options: RenderOptions,
+    sink: Callable[[torch.Tensor], None],
+    mel_sink: Callable[[torch.Tensor], None] | None = None,
+) -> Job:
+    score = midi if isinstance(midi, Score) else read_midi(midi)
+    segs, n = prepare_tokens(model, score, options)
+    gen = torch.Generator(device="cpu").manual_seed(options.seed)
+    return Job(segments=segs, n_samples=n, generator=gen, sink=sink, mel_sink=mel_sink)
+
+
+@dataclass
+class Rendered:
+    """A rendered song held in memory (for the Python API)."""
+
+    audio: np.ndarray  # [n] float32 mono
+    sample_rate: int
+    mel: np.ndarray  # [frames, 128] log-mel feature units
+
+
+def render(
+    model: LoadedModel,
+    midi: str | os.PathLike | bytes | Score,
+    options: RenderOptions | None = None,
+    progress: ProgressFn | None = None,
+) -> Rendered:
+    """Render one MIDI file (path, bytes or Score) to 16 kHz mono audio held in memory.
+
+    For long songs or many files, `midisynth.cli`'s file writer streams to disk instead.
+    """
+    options = options or RenderOptions()
+    chunks: list[torch.Tensor] = []
+    mels: list[torch.Tensor] = []
+    job = make_job(model, midi, options, chunks.append, mels.append)
+    render_jobs(model, [job], options, progress)
+    wav = torch.cat(chunks).numpy() if chunks else np.zeros(0, np.float32)
+    mel = torch.cat(mels).numpy() if mels else np.zeros((0, 128), np.float32)
+    return Rendered(audio=wav.astype(np.float32), sample_rate=audio.SAMPLE_RATE, mel=mel)
+
+
+def iter_files(root: Path, exts: tuple[str, ...] = (".mid", ".midi", ".kar")) -> Iterator[Path]:
+    """MIDI files under a folder, recursively, in a stable order."""
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix.lower() in exts:
+            yield p
+
+
+# --------------------------------------------------------------------------------------------
+# Files and folders (what `midisynth render` runs)
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """How audio files are written."""
+
+    sample_rate: int = audio.SAMPLE_RATE  # resampled from 16 kHz with soxr when different
+    normalize: str = "none"  # none | peak (-1 dBFS) | loudness (-16 LUFS, BS.1770)
+    gain_db: float = 0.0  # applied after normalisation; the file is scaled down rather than clipped
+    subtype: str | None = None  # soundfile subtype, e.g. PCM_24; None = the format's default
+
+
+@dataclass(frozen=True)
+class FileTask:
+    src: Path
+    dst: Path
+    mel_out: Path | None = None
+
+
+@dataclass
+class Plan:
+    tasks: list[FileTask]
+    skipped: list[FileTask]  # outputs that exist (--skip-existing)
+
+
+@dataclass
+class FileResult:
+    task: FileTask
+    error: str | None = None  # one line; None = rendered
+    seconds: float = 0.0  # audio written
+    clipped: bool = False  # level lowered to avoid clipping
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _writable(folder: Path) -> bool:
+    p = folder
+    while not p.exists():
+        p = p.parent
+    return p.is_dir() and os.access(p, os.W_OK)
+
+
+def plan_outputs(
+    src: Path,
+    output: Path | None = None,
+    output_dir: Path | None = None,
+    fmt: str = "wav",
+    *,
+    mel_out: Path | None = None,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+) -> Plan:
+    """Work out every (input, output) pair before any work starts; ValueError/OSError if impossible.
+
+    A file renders to OUTPUT, else OUTPUT_DIR/<stem>.<fmt>, else <input stem>.<fmt> beside it. A
+    folder renders every MIDI file below it into OUTPUT (or OUTPUT_DIR, or the input folder),
+    mirroring the sub-folders.
+    """
+    ext = "." + fmt.lower().lstrip(".")
+    if ext not in audio.AUDIO_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose wav, flac or ogg")
+    if not src.exists():
+        raise FileNotFoundError(f"input not found: {src}")
+    if output is not None and output_dir is not None:
+        raise ValueError("give either OUTPUT or --output-dir, not both")
+    if src.is_dir():
+        root = output or output_dir or src
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"{root} is a file; a folder input needs an output folder")
+        files = list(iter_files(src))
+        if not files:
+            raise ValueError(f"no MIDI files (.mid, .midi, .kar) under {src}")
+        if mel_out is not None:
+            raise ValueError("--mel-out works with a single input file only")
+        tasks = [FileTask(f, root / f.relative_to(src).with_suffix(ext)) for f in files]
+    else:
+        if output is not None and output.is_dir():
+            output_dir, output = output, None
+        if output is not None:
+            dst = output if output.suffix else output.with_suffix(ext)
+            if dst.suffix.lower() not in audio.AUDIO_FORMATS:
+                raise ValueError(f"unsupported output extension {dst.suffix!r}; use .wav, .flac or .ogg")
+        else:
+            dst = (output_dir or src.parent) / (src.stem + ext)
+        if mel_out is not None and mel_out.suffix.lower() != ".npy":
+            raise ValueError(f"--mel-out must end in .npy, got {mel_out.name}")
+        tasks = [FileTask(src, dst, mel_out)]
+    for t in tasks:
+        if t.dst.resolve() == t.src.resolve():
+            raise ValueError(f"output would overwrite its input: {t.dst}")
+    existing = [t for t in tasks if t.dst.exists()]
+    skipped: list[FileTask] = []
+    if existing and skip_existing:
+        skipped = existing
+        tasks = [t for t in tasks if not t.dst.exists()]
+    elif existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise ValueError(f"{existing[0].dst} exists{more}; pass --overwrite or --skip-existing")
+    for folder in {t.dst.parent for t in tasks} | {t.mel_out.parent for t in tasks if t.mel_out}:
+        if not _writable(folder):
+            raise PermissionError(f"cannot write to {folder}")
+    return Plan(tasks, skipped)
+
+
+class _MelFile:
+    """Writes a [frames, 128] float32 .npy incrementally (memory-mapped), renamed into place."""
+
+    def __init__(self, path: Path, frames: int):
+        self.path, self.tmp = path, path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+        self.arr = np.lib.format.open_memmap(self.tmp, "w+", np.float32, (frames, audio.N_MELS))
+        self.pos = 0
+
+    def write(self, mel: torch.Tensor) -> None:
+        self.arr[self.pos : self.pos + mel.shape[0]] = mel.numpy()
+        self.pos += mel.shape[0]
+
+    def close(self) -> None:
+        self.arr.flush()
+        del self.arr
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.__dict__.pop("arr", None)
+        self.tmp.unlink(missing_ok=True)
+
+
+def render_files(
+    model: LoadedModel,
+    tasks: Sequence[FileTask],
+    options: RenderOptions,
+    out: OutputOptions | None = None,
+    progress: ProgressFn | None = None,
+    on_result: Callable[[FileResult], None] | None = None,
+) -> list[FileResult]:
+    """Render MIDI files to audio files, `options.batch_size` at a time; keeps going past failures.
+
+    Every output is written atomically (temporary file + rename): a failure or Ctrl-C never leaves a
+    partial file. Returns one result per task, in order.
+    """
+    from .midi import MidiError
+
+    out = out or OutputOptions()
+    results = {t: FileResult(t) for t in tasks}
+    prepared: list[tuple[FileTask, Score, list[np.ndarray], int]] = []
+    for t in tasks:
+        try:
+            score = read_midi(t.src)
+            segs, n = prepare_tokens(model, score, options)
+            prepared.append((t, score, segs, n))
+        except (MidiError, ValueError) as e:
+            results[t].error = str(e)
+            if on_result:
+                on_result(results[t])
+    total = sum(len(p[2]) for p in prepared) * audio.SEGMENT_SECONDS
+    base = 0.0
+    step = max(1, options.batch_size)
+    for start in range(0, len(prepared), step):
+        group = prepared[start : start + step]
+        writers: list[audio.AudioFileWriter] = []
+        mels: list[_MelFile] = []
+        jobs: list[Job] = []
+        try:
+            for t, _score, segs, n in group:
+                t.dst.parent.mkdir(parents=True, exist_ok=True)
+                w = audio.AudioFileWriter(
+                    t.dst, out.sample_rate, normalize=out.normalize, gain_db=out.gain_db,  # type: ignore[arg-type]
+                    subtype=out.subtype,
+                )
+                writers.append(w)
+                mel_sink = None
+                if t.mel_out is not None:
+                    mels.append(_MelFile(t.mel_out, math.ceil(n / audio.HOP)))
+                    mel_sink = mels[-1].write
+                gen = torch.Generator(device="cpu").manual_seed(options.seed)
+                jobs.append(Job(segs, n, gen, w.write, mel_sink))
+            render_jobs(
+                model, jobs, options,
+                None if progress is None else (lambda d, _t, o=base: progress(o + d, total)),
+            )
+            for (t, *_), w in zip(group, writers, strict=True):
+                rep = w.close()
+                results[t].seconds, results[t].clipped = rep.seconds, rep.scaled_to_avoid_clipping
+            for m in mels:
+                m.close()
+        except (KeyboardInterrupt, SystemExit):
+            for w in writers:
+                w.abort()
+            for m in mels:
+                m.abort()
+            raise
+        except Exception as e:  # noqa: BLE001 - one bad batch must not stop the folder
+            for w in writers:
+                w.abort()
+            for m in mels:
+                m.abort()
+            for t, *_ in group:
+                results[t].error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        base += sum(len(g[2]) for g in group) * audio.SEGMENT_SECONDS
+        if on_result:
+            for t, *_ in group:
+                on_result(results[t])
+    return [results[t] for t in tasks]

@@ -1,0 +1,522 @@
+"""Model registry, Hub download, conversion of the diffusers layout, checksums and `load_model`.
+
+midisynth's own checkpoint format is plain data: a folder with ``config.json`` (ModelConfig, codec,
+program mapping, inverter, sha256 of every weight file, provenance) and one or more
+``*.safetensors`` files (keys ``notes_encoder.*``, ``continuous_encoder.*``, ``decoder.*``, i.e. the
+diffusers key names under a module prefix). A folder in the official diffusers layout
+(``model_index.json`` + ``notes_encoder/`` ``continuous_encoder/`` ``decoder/`` with
+``diffusion_pytorch_model.bin``) is accepted too and converted once, with strict key and shape checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .model import ModelConfig, SpectrogramDiffusion
+
+FORMAT = "midisynth-1"
+CONFIG_FILE = "config.json"
+SUBMODULES = ("notes_encoder", "continuous_encoder", "decoder")
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.bin"
+# Files of the official diffusers layout that midisynth needs (nothing else is downloaded).
+OFFICIAL_FILES = (
+    "model_index.json",
+    *(f"{m}/config.json" for m in SUBMODULES),
+    *(f"{m}/{DIFFUSERS_WEIGHTS}" for m in SUBMODULES),
+    "scheduler/scheduler_config.json",
+    "melgan/model.onnx",
+)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_DIR = REPO_ROOT / "weights"
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be found, downloaded or loaded; the message is one line for users."""
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """A model that `load_model` knows by name."""
+
+    name: str
+    description: str
+    repo_id: str | None = None  # Hugging Face Hub repository (diffusers layout)
+    # The Hub is unreachable from our build machines, so no commit hash could be read and checked;
+    # "main" is pinned by name. Pass a commit hash with MIDISYNTH_OFFICIAL_REVISION to pin harder.
+    revision: str = "main"
+    local_dir: Path | None = None  # bundled folder in midisynth format
+    builtin: str | None = None  # generated in-process (tests)
+
+
+REGISTRY: dict[str, RegistryEntry] = {
+    "official": RegistryEntry(
+        name="official",
+        description="Released 'base with context' model (Hawthorne et al. 2022), 410 M params, "
+        "downloaded from the Hugging Face Hub (1.7 GB)",
+        repo_id="google/music-spectrogram-diffusion",
+        revision=os.environ.get("MIDISYNTH_OFFICIAL_REVISION", "main"),
+    ),
+    "tiny-random": RegistryEntry(
+        name="tiny-random",
+        description="Tiny model with random weights, for tests and smoke runs (makes noise)",
+        builtin="tiny",
+    ),
+}
+
+
+def _register_bundled() -> None:
+    """Every folder of `weights/` holding a midisynth config.json is a registered model."""
+    if not BUNDLED_DIR.is_dir():
+        return
+    for d in sorted(BUNDLED_DIR.iterdir()):
+        cfg = d / CONFIG_FILE
+        if d.name == "official" or not cfg.is_file():
+            continue
+        try:
+            desc = json.loads(cfg.read_text()).get("description", "bundled model")
+        except (OSError, ValueError):
+            desc = "bundled model (unreadable config.json)"
+        REGISTRY.setdefault(d.name, RegistryEntry(name=d.name, description=desc, local_dir=d))
+
+
+_register_bundled()
+
+
+def default_model_name() -> str:
+    """The model `midisynth render` uses when none is given: the bundled one when it exists."""
+    bundled = [e.name for e in REGISTRY.values() if e.local_dir is not None]
+    return bundled[0] if bundled else "official"
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept (MIDISYNTH_CACHE, else ~/.cache/midisynth)."""
+    env = os.environ.get("MIDISYNTH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "midisynth"
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoint contents
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to render: the network plus everything needed to feed and invert it."""
+
+    name: str
+    model: SpectrogramDiffusion
+    config: ModelConfig
+    codec: dict[str, Any] = field(default_factory=dict)  # token codec settings (velocity bins…)
+    program_map: str = "slakh"  # name of the program mapping in midisynth.programs
+    inverter: dict[str, Any] = field(default_factory=lambda: {"type": "griffin-lim"})
+    path: Path | None = None  # folder it came from (None for built-in models)
+    meta: dict[str, Any] = field(default_factory=dict)  # the rest of config.json
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    from .model import ModelConfig
+
+    known = {f for f in ModelConfig.__dataclass_fields__}
+    unknown = set(d) - known
+    if unknown:
+        raise ModelError(f"config.json has unknown model settings: {', '.join(sorted(unknown))}")
+    return ModelConfig(**d)
+
+
+def model_config_from_diffusers(notes: dict, cont: dict, dec: dict) -> ModelConfig:
+    """ModelConfig from the three diffusers config.json files (values checked for consistency)."""
+    from .model import ModelConfig
+
+    for key in ("d_model", "num_heads", "d_kv", "d_ff"):
+        vals = {notes[key], cont[key], dec[key]}
+        if len(vals) != 1:
+            raise ModelError(f"diffusers configs disagree on {key}: {sorted(vals)}")
+    if notes.get("feed_forward_proj", "gated-gelu") != "gated-gelu":
+        raise ModelError(f"unsupported feed_forward_proj {notes['feed_forward_proj']!r}")
+    if notes["num_layers"] != cont["num_layers"]:
+        raise ModelError("notes and context encoders have different depths (not supported)")
+    return ModelConfig(
+        d_model=dec["d_model"],
+        num_heads=dec["num_heads"],
+        d_kv=dec["d_kv"],
+        d_ff=dec["d_ff"],
+        num_encoder_layers=notes["num_layers"],
+        num_decoder_layers=dec["num_layers"],
+        vocab_size=notes["vocab_size"],
+        max_tokens=notes["max_length"],
+        input_dims=dec["input_dims"],
+        targets_length=dec["targets_length"],
+        context_length=cont["targets_context_length"],
+        max_decoder_noise_time=float(dec["max_decoder_noise_time"]),
+        dropout=float(dec.get("dropout_rate", 0.1)),
+    )
+
+
+def check_state_dict(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], where: str
+) -> None:
+    """Strict key and shape check, with a one-line summary of what differs."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+        raise ModelError(f"{where}: weights do not match the model: {'; '.join(parts)}")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ModelError(
+                f"{where}: {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion of the official diffusers layout
+
+
+def is_diffusers_layout(path: Path) -> bool:
+    return (path / "model_index.json").is_file() or all(
+        (path / m / "config.json").is_file() for m in SUBMODULES
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: file missing") from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: unreadable JSON ({e})") from None
+
+
+def _torch_load(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
+    if not path.is_file():
+        raise ModelError(f"{path}: weight file missing")
+    try:
+        # weights_only: the diffusers files are pickles; never execute code from them.
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - any failure here means a damaged file
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"{path}: damaged or truncated weight file ({msg})") from None
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: not a state dict")
+    return state
+
+
+def convert_diffusers(src: Path, dst: Path, *, name: str = "official") -> Path:
+    """Convert a diffusers-layout folder into a midisynth folder at `dst` (atomically).
+
+    Keys and shapes are checked strictly against midisynth's modules; the sha256 of every source
+    file is recorded in the new config.json as provenance.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from .model import SpectrogramDiffusion
+
+    cfgs = {m: _read_json(src / m / "config.json") for m in SUBMODULES}
+    config = model_config_from_diffusers(
+        cfgs["notes_encoder"], cfgs["continuous_encoder"], cfgs["decoder"]
+    )
+    with torch.device("meta"):
+        model = SpectrogramDiffusion(config)
+    merged: dict[str, torch.Tensor] = {}
+    sources: dict[str, str] = {}
+    for m in SUBMODULES:
+        f = src / m / DIFFUSERS_WEIGHTS
+        state = _torch_load(f)
+        check_state_dict(getattr(model, m), state, f"{src.name}/{m}")
+        sources[f"{m}/{DIFFUSERS_WEIGHTS}"] = sha256_file(f)
+        merged.update({f"{m}.{k}": v.contiguous() for k, v in state.items()})
+    scheduler = {}
+    if (src / "scheduler" / "scheduler_config.json").is_file():
+        scheduler = _read_json(src / "scheduler" / "scheduler_config.json")
+    inverter: dict[str, Any] = {"type": "griffin-lim"}
+    onnx = src / "melgan" / "model.onnx"
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        save_file(merged, str(tmp / "model.safetensors"))
+        if onnx.is_file():
+            shutil.copyfile(onnx, tmp / "melgan.onnx")
+            sources["melgan/model.onnx"] = sha256_file(onnx)
+            inverter = {"type": "soundstream-onnx", "file": "melgan.onnx"}
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+        meta = {
+            "format": FORMAT,
+            "name": name,
+            "description": "converted from the diffusers layout",
+            "model": asdict(config),
+            "codec": {"num_velocity_bins": 1},
+            "program_map": "slakh",
+            "inverter": inverter,
+            "scheduler": scheduler,
+            "files": files,
+            "provenance": {"converted_from": str(src), "source_sha256": sources},
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst
+
+
+# --------------------------------------------------------------------------------------------
+# Saving and loading midisynth folders
+
+
+def save_model(
+    model: SpectrogramDiffusion,
+    dst: Path,
+    *,
+    name: str,
+    description: str = "",
+    codec: dict[str, Any] | None = None,
+    program_map: str = "slakh",
+    inverter: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    shard_bytes: int = 15 * 2**20,
+) -> Path:
+    """Write `model` as a midisynth folder: safetensors shards of ≤ `shard_bytes` + config.json."""
+    from safetensors.torch import save_file
+
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    shards: list[dict[str, Any]] = [{}]
+    size = 0
+    for k, v in state.items():
+        n = v.numel() * v.element_size()
+        if shards[-1] and size + n > shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v
+        size += n
+    for old in dst.glob("model*.safetensors"):
+        old.unlink()
+    names = (
+        ["model.safetensors"]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
+    for fname, shard in zip(names, shards, strict=True):
+        save_file(shard, str(dst / fname))
+    meta = {
+        "format": FORMAT,
+        "name": name,
+        "description": description,
+        "model": asdict(model.config),
+        "codec": codec or {"num_velocity_bins": 1},
+        "program_map": program_map,
+        "inverter": inverter or {"type": "griffin-lim"},
+        "files": {f: sha256_file(dst / f) for f in names},
+        **(extra or {}),
+    }
+    (dst / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return dst
+
+
+def _load_midisynth_folder(path: Path, *, verify: bool = True) -> tuple[dict, dict]:
+    import torch
+    from safetensors.torch import load_file
+
+    meta = _read_json(path / CONFIG_FILE)
+    if meta.get("format") != FORMAT:
+        raise ModelError(f"{path}: not a midisynth model (config.json format={meta.get('format')!r})")
+    files = meta.get("files") or {}
+    if not files:
+        raise ModelError(f"{path}: config.json lists no weight files")
+    state: dict[str, torch.Tensor] = {}
+    for fname, digest in files.items():
+        f = path / fname
+        if not f.is_file():
+            raise ModelError(f"{f}: weight file missing")
+        if verify and sha256_file(f) != digest:
+            raise ModelError(f"{f}: checksum mismatch (file altered or incomplete); re-download it")
+        if fname.endswith(".safetensors"):
+            try:
+                state.update(load_file(str(f)))
+            except Exception as e:  # noqa: BLE001
+                raise ModelError(f"{f}: damaged weight file ({str(e).splitlines()[0]})") from None
+    return meta, state
+
+
+def build_tiny_random(seed: int = 0) -> LoadedModel:
+    """The `tiny-random` model: deterministic random weights, generated in-process."""
+    import torch
+
+    from .model import ModelConfig, SpectrogramDiffusion
+
+    config = ModelConfig.tiny()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SpectrogramDiffusion(config)
+    return LoadedModel(name="tiny-random", model=model.eval(), config=config)
+
+
+def resolve(name_or_path: str | os.PathLike | None) -> tuple[str, Path | None, RegistryEntry | None]:
+    """Name or path → (display name, local folder or None, registry entry or None)."""
+    if name_or_path is None:
+        name_or_path = default_model_name()
+    s = str(name_or_path)
+    if s in REGISTRY:
+        e = REGISTRY[s]
+        return s, e.local_dir, e
+    p = Path(s).expanduser()
+    if p.exists() or os.sep in s or s.startswith("."):
+        if not p.is_dir():
+            raise ModelError(f"model folder not found: {p}")
+        return p.name, p, None
+    raise ModelError(f"unknown model {s!r}; available: {', '.join(REGISTRY)} (or a folder path)")
+
+
+def download_official(entry: RegistryEntry, *, progress: bool = True) -> Path:
+    """Download the needed files of a Hub entry (honours HF_HOME/HF_HUB_CACHE/HF_HUB_OFFLINE).
+
+    Returns the local snapshot folder (diffusers layout).
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    assert entry.repo_id is not None
+    folder: Path | None = None
+    try:
+        for f in OFFICIAL_FILES:
+            local = hf_hub_download(entry.repo_id, f, revision=entry.revision)
+            folder = Path(local).parents[len(Path(f).parts) - 1]
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(
+            f"cannot download {entry.repo_id} ({why}); without network, download the repository "
+            f"elsewhere (huggingface-cli download {entry.repo_id}) and pass its folder: "
+            f"--model /path/to/music-spectrogram-diffusion"
+        ) from None
+    assert folder is not None
+    return folder
+
+
+def _converted_path(src: Path) -> Path:
+    key = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:12]
+    return cache_dir() / "converted" / f"{src.name}-{key}"
+
+
+def ensure_midisynth_folder(name: str, path: Path) -> Path:
+    """A diffusers folder is converted once (cached); a midisynth folder is returned as is."""
+    if (path / CONFIG_FILE).is_file() and not is_diffusers_layout(path):
+        return path
+    if not is_diffusers_layout(path):
+        raise ModelError(
+            f"{path}: neither a midisynth model (config.json) nor a diffusers folder (model_index.json)"
+        )
+    dst = _converted_path(path)
+    stamp = {m: (path / m / DIFFUSERS_WEIGHTS) for m in SUBMODULES}
+    if (dst / CONFIG_FILE).is_file():
+        meta = _read_json(dst / CONFIG_FILE)
+        # Reuse the conversion only while the sources are the files it was made from (size+mtime
+        # is a cheap proxy; the full sha256 was checked at conversion time).
+        if meta.get("provenance", {}).get("source_stat") == _stat(stamp.values()):
+            return dst
+    convert_diffusers(path, dst, name=name)
+    meta = _read_json(dst / CONFIG_FILE)
+    meta["provenance"]["source_stat"] = _stat(stamp.values())
+    (dst / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return dst
+
+
+def _stat(paths: Iterable[Path]) -> list[list[int]]:
+    out = []
+    for p in paths:
+        st = p.stat()
+        out.append([st.st_size, int(st.st_mtime)])
+    return out
+
+
+def load_model(
+    name_or_path: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    verify: bool = True,
+) -> LoadedModel:
+    """Load a model by registered name or folder path, ready for inference.
+
+    Args:
+        name_or_path: a registry name (``midisynth models``), a midisynth folder or a folder in
+            the official diffusers layout; None = the default model.
+        device: torch device (default CPU).
+        dtype: parameter dtype (default float32); bf16 halves memory and is faster on CPUs with
+            AMX/AVX512-BF16 and on GPUs.
+        verify: check each weight file's sha256 against config.json.
+    Raises:
+        ModelError: unknown name, missing/damaged/altered files, or an unreachable Hub.
+    """
+    import torch
+
+    from .model import SpectrogramDiffusion
+
+    name, path, entry = resolve(name_or_path)
+    if entry is not None and entry.builtin == "tiny":
+        loaded = build_tiny_random()
+    else:
+        if path is None:
+            assert entry is not None
+            path = download_official(entry)
+        folder = ensure_midisynth_folder(name, path)
+        meta, state = _load_midisynth_folder(folder, verify=verify)
+        config = model_config_from_dict(meta["model"])
+        with torch.device("meta"):
+            model = SpectrogramDiffusion(config)
+        check_state_dict(model, state, str(folder))
+        model.load_state_dict(state, strict=True, assign=True)
+        inverter = dict(meta.get("inverter") or {"type": "griffin-lim"})
+        if "file" in inverter:
+            inverter["path"] = str(folder / inverter["file"])
+        loaded = LoadedModel(
+            name=name,
+            model=model.eval(),
+            config=config,
+            codec=meta.get("codec") or {},
+            program_map=meta.get("program_map", "slakh"),
+            inverter=inverter,
+            path=folder,
+            meta=meta,
+        )
+    loaded.model.requires_grad_(False)
+    loaded.model.to(device=device or "cpu", dtype=dtype or torch.float32)
+    return loaded
