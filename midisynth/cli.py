@@ -106,11 +106,15 @@ def inspect(
         else:
             prog = f"{i.program} {programs.program_name(i.program)}"
             mapped = f"{pmap(i.program)} {programs.program_name(pmap(i.program))}"
-        table.add_row(str(i.index), str(i.track), str(i.channel + 1), i.name, prog, mapped, str(i.n_notes))
+        table.add_row(
+            str(i.index), str(i.track), str(i.channel + 1), i.name, prog, mapped, str(i.n_notes)
+        )
     out.print(table)
     lens = [len(s) for s in segs]
     if lens:
-        out.print(f"tokens per segment: min {min(lens)}, mean {sum(lens) / len(lens):.0f}, max {max(lens)}")
+        out.print(
+            f"tokens per segment: min {min(lens)}, mean {sum(lens) / len(lens):.0f}, max {max(lens)}"
+        )
 
 
 @app.command()
@@ -121,32 +125,73 @@ def render(
         typer.Argument(help="Output file (extension sets the format: .wav .flac .ogg) or folder."),
     ] = None,
     output_dir: Annotated[
-        Path | None, typer.Option("--output-dir", "-o", help="Folder for outputs (mirrors input tree).")
+        Path | None,
+        typer.Option("--output-dir", "-o", help="Folder for outputs (mirrors input tree)."),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="wav, flac or ogg (when not set by OUT).")] = "wav",
+    fmt: Annotated[
+        str, typer.Option("--format", help="wav, flac or ogg (when not set by OUT).")
+    ] = "wav",
     program: Annotated[
         list[str] | None,
-        typer.Option("--program", "-p", help="Swap instruments: SRC=DST, GM names or numbers (piano=cello, 0=42). Repeatable."),
+        typer.Option(
+            "--program",
+            "-p",
+            help="Swap instruments: SRC=DST, GM names or numbers (piano=cello, 0=42). Repeatable.",
+        ),
     ] = None,
     track: Annotated[
         list[str] | None,
-        typer.Option("--track", help="Set one track's instrument: N=PROGRAM (track numbers from `midisynth inspect`). Repeatable."),
+        typer.Option(
+            "--track",
+            help="Set one track's instrument: N=PROGRAM (track numbers from `midisynth inspect`). Repeatable.",
+        ),
     ] = None,
     no_drums: Annotated[bool, typer.Option("--no-drums", help="Drop channel-10 drums.")] = False,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name (`midisynth models`) or folder.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model name (`midisynth models`) or folder.")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
-    sampler: Annotated[Sampler, typer.Option(help="ddpm = reference; dpmpp-2m/ddim = fast.")] = Sampler.dpmpp_2m,
-    steps: Annotated[int | None, typer.Option(min=1, max=1000, help="Denoising steps per segment (default: per sampler).")] = None,
-    guidance: Annotated[float, typer.Option(min=0.0, max=20.0, help="Classifier-free guidance weight (1 = off).")] = 1.0,
+    sampler: Annotated[
+        Sampler, typer.Option(help="ddpm = reference; dpmpp-2m/ddim = fast.")
+    ] = Sampler.dpmpp_2m,
+    steps: Annotated[
+        int | None,
+        typer.Option(min=1, max=1000, help="Denoising steps per segment (default: per sampler)."),
+    ] = None,
+    guidance: Annotated[
+        float, typer.Option(min=0.0, max=20.0, help="Classifier-free guidance weight (1 = off).")
+    ] = 1.0,
     seed: Annotated[int, typer.Option(help="Random seed (same seed → same audio).")] = 0,
-    tail: Annotated[float, typer.Option(min=0.0, max=30.0, help="Seconds kept after the last note.")] = 1.0,
-    inverter: Annotated[str | None, typer.Option(help="griffin-lim or soundstream-onnx (default: the model's).")] = None,
-    sample_rate: Annotated[int, typer.Option("--sample-rate", "-r", min=8000, max=192000, help="Output sample rate (resampled from 16 kHz).")] = 16000,
-    normalize: Annotated[Normalize, typer.Option(help="none, peak (-1 dBFS) or loudness (-16 LUFS).")] = Normalize.none,
-    gain: Annotated[float, typer.Option(min=-60.0, max=60.0, help="Gain in dB, after normalisation.")] = 0.0,
-    mel_out: Annotated[Path | None, typer.Option(help="Also save the log-mel [frames, 128] to this .npy (single file only).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=256, help="Files rendered together (GPU throughput).")] = 8,
+    tail: Annotated[
+        float, typer.Option(min=0.0, max=30.0, help="Seconds kept after the last note.")
+    ] = 1.0,
+    inverter: Annotated[
+        str | None, typer.Option(help="griffin-lim or soundstream-onnx (default: the model's).")
+    ] = None,
+    sample_rate: Annotated[
+        int,
+        typer.Option(
+            "--sample-rate",
+            "-r",
+            min=8000,
+            max=192000,
+            help="Output sample rate (resampled from 16 kHz).",
+        ),
+    ] = 16000,
+    normalize: Annotated[
+        Normalize, typer.Option(help="none, peak (-1 dBFS) or loudness (-16 LUFS).")
+    ] = Normalize.none,
+    gain: Annotated[
+        float, typer.Option(min=-60.0, max=60.0, help="Gain in dB, after normalisation.")
+    ] = 0.0,
+    mel_out: Annotated[
+        Path | None,
+        typer.Option(help="Also save the log-mel [frames, 128] to this .npy (single file only)."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=256, help="Files rendered together (GPU throughput).")
+    ] = 8,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
     skip_existing: Annotated[bool, typer.Option(help="Skip inputs whose output exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summaries.")] = False,
@@ -174,15 +219,33 @@ def render(
 
     try:
         plan = R.plan_outputs(
-            input, output, output_dir, fmt, mel_out=mel_out, overwrite=overwrite,
+            input,
+            output,
+            output_dir,
+            fmt,
+            mel_out=mel_out,
+            overwrite=overwrite,
             skip_existing=skip_existing,
         )
         options = R.RenderOptions(
-            sampler=sampler.value, steps=steps, guidance=guidance, seed=seed, device=device,
-            dtype=dtype, tail=tail, inverter=inverter, program_swaps=swaps, track_programs=tracks,
-            drums=not no_drums, batch_size=batch_size,
+            sampler=sampler.value,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            device=device,
+            dtype=dtype,
+            tail=tail,
+            inverter=inverter,
+            program_swaps=swaps,
+            track_programs=tracks,
+            drums=not no_drums,
+            batch_size=batch_size,
         )
         options.n_steps()
+        if input.is_file():  # a single bad file fails here, before the model loads
+            from .midi import read_midi
+
+            read_midi(input)
         if not plan.tasks:
             if not quiet:
                 err.print(f"nothing to do: {len(plan.skipped)} output(s) exist (--skip-existing)")
@@ -271,9 +334,15 @@ def _render_with_progress(R, loaded, tasks, options, out_opts, quiet: bool):
             if r.ok:
                 bar.console.print(f"[green]✓[/] {r.task.dst} ({r.seconds:.1f} s)")
             else:
-                bar.console.print(f"[red]✗[/] {r.task.src}: {r.error}")
+                bar.console.print(f"[red]✗[/] {_error_for(r)}")
 
         return R.render_files(loaded, tasks, options, out_opts, progress, on_result)
+
+
+def _error_for(r) -> str:
+    """'file: reason', without repeating the file when the reason already starts with it."""
+    src = str(r.task.src)
+    return r.error if r.error.startswith((src, r.task.src.name)) else f"{src}: {r.error}"
 
 
 def _summary(results, skipped, quiet: bool) -> None:
@@ -282,7 +351,7 @@ def _summary(results, skipped, quiet: bool) -> None:
     clipped = [r for r in ok if r.clipped]
     if quiet:
         for r in failed:
-            err.print(f"[red]failed:[/] {r.task.src}: {r.error}")
+            err.print(f"[red]failed:[/] {_error_for(r)}")
         return
     parts = [f"{len(ok)} rendered"]
     if skipped:
@@ -294,7 +363,7 @@ def _summary(results, skipped, quiet: bool) -> None:
         err.print(f"{len(clipped)} file(s) were turned down to avoid clipping")
     if len(results) > 1:
         for r in failed:
-            err.print(f"  [red]✗[/] {r.task.src}: {r.error}")
+            err.print(f"  [red]✗[/] {_error_for(r)}")
 
 
 @app.command()
@@ -315,7 +384,9 @@ def models() -> None:
 
 @app.command()
 def programs(
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Show this model's mapping.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Show this model's mapping.")
+    ] = None,
 ) -> None:
     """List the General MIDI programs and what the model maps each one to."""
     from rich.table import Table
@@ -339,7 +410,9 @@ def programs(
 
 @app.command()
 def download(
-    name: Annotated[str, typer.Argument(help="Registered model name (e.g. official).")] = "official",
+    name: Annotated[
+        str, typer.Argument(help="Registered model name (e.g. official).")
+    ] = "official",
 ) -> None:
     """Download (and convert once) a registered model from the Hugging Face Hub."""
     from .weights import REGISTRY, ModelError, load_model

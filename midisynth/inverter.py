@@ -26,8 +26,9 @@ class Inverter(Protocol):
 
     name: str
 
-    def __call__(self, mel: torch.Tensor, init_audio: torch.Tensor | None = None) -> torch.Tensor:
-        ...
+    def __call__(
+        self, mel: torch.Tensor, init_audio: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,7 +58,10 @@ def istft(spec: torch.Tensor) -> torch.Tensor:
     fold = torch.nn.functional.fold
     out = fold(fr.T.unsqueeze(0), (1, length), (1, audio.WIN), stride=(1, audio.HOP)).flatten()
     env = fold(
-        (win**2).expand(n_frames, -1).T.unsqueeze(0), (1, length), (1, audio.WIN), stride=(1, audio.HOP)
+        (win**2).expand(n_frames, -1).T.unsqueeze(0),
+        (1, length),
+        (1, audio.WIN),
+        stride=(1, audio.HOP),
     ).flatten()
     # Hann² at 50 % overlap sums to 1.5 inside; only the very edges need the floor.
     return (out / env.clamp_min(1e-3))[: n_frames * audio.HOP]
@@ -139,7 +143,9 @@ class OnnxInverter:
         try:
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own zoo of errors
-            raise InverterError(f"{path}: cannot load ONNX inverter ({str(e).splitlines()[0]})") from None
+            raise InverterError(
+                f"{path}: cannot load ONNX inverter ({str(e).splitlines()[0]})"
+            ) from None
 
     def __call__(self, mel: torch.Tensor, init_audio: torch.Tensor | None = None) -> torch.Tensor:
         feats = mel.detach().float().cpu().numpy()[None]  # (1, T, 128)
@@ -184,7 +190,9 @@ class StreamingInverter:
         self._held = out[-xf:]
         frames = torch.cat([self._mel_tail, mel]) if self._mel_tail is not None else mel
         self._mel_tail = frames[-self.context :]
-        tail_audio = out if out.numel() >= self.context * hop else torch.cat([self._audio_tail, out])
+        tail_audio = (
+            out if out.numel() >= self.context * hop else torch.cat([self._audio_tail, out])
+        )
         self._audio_tail = tail_audio[-self.context * hop :]
         return ready
 

@@ -32,7 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
 ProgressFn = Callable[[float, float], None]  # (seconds rendered, seconds total)
 
 
-
 @dataclass(frozen=True)
 class RenderOptions:
     """How to render. Override fields with `dataclasses.replace`."""
@@ -51,7 +50,11 @@ class RenderOptions:
     batch_size: int = 8  # files rendered together (segment i of each file in one batch)
 
     def n_steps(self) -> int:
-        return self.steps if self.steps is not None else diffusion.get_sampler(self.sampler).default_steps
+        return (
+            self.steps
+            if self.steps is not None
+            else diffusion.get_sampler(self.sampler).default_steps
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,8 +92,14 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()):
             return torch.bfloat16
         return torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if name not in table:
         raise ValueError(f"unknown dtype {name!r}; choose auto, float32 or bfloat16")
     return table[name]
@@ -204,7 +213,9 @@ def _run_batch(model: LoadedModel, jobs: list[Job], i: int, options: RenderOptio
     silence = torch.zeros(model.config.context_length, model.config.input_dims)
     ctx = torch.stack([j.context if j.context is not None else silence for j in jobs])
     has_ctx = torch.tensor([j.context is not None for j in jobs])
-    mel = sample_segment(model, torch.from_numpy(ids), ctx, has_ctx, options, [j.generator for j in jobs])
+    mel = sample_segment(
+        model, torch.from_numpy(ids), ctx, has_ctx, options, [j.generator for j in jobs]
+    )
     for j, m in zip(jobs, mel.cpu(), strict=True):
         j.context = m  # condition the next segment on this one
         _emit(j, m)
@@ -399,7 +410,9 @@ def plan_outputs(
         if output is not None:
             dst = output if output.suffix else output.with_suffix(ext)
             if dst.suffix.lower() not in audio.AUDIO_FORMATS:
-                raise ValueError(f"unsupported output extension {dst.suffix!r}; use .wav, .flac or .ogg")
+                raise ValueError(
+                    f"unsupported output extension {dst.suffix!r}; use .wav, .flac or .ogg"
+                )
         else:
             dst = (output_dir or src.parent) / (src.stem + ext)
         if mel_out is not None and mel_out.suffix.lower() != ".npy":
@@ -483,7 +496,10 @@ def render_files(
             for t, _score, segs, n in group:
                 t.dst.parent.mkdir(parents=True, exist_ok=True)
                 w = audio.AudioFileWriter(
-                    t.dst, out.sample_rate, normalize=out.normalize, gain_db=out.gain_db,  # type: ignore[arg-type]
+                    t.dst,
+                    out.sample_rate,
+                    normalize=out.normalize,
+                    gain_db=out.gain_db,  # type: ignore[arg-type]
                     subtype=out.subtype,
                 )
                 writers.append(w)
@@ -494,7 +510,9 @@ def render_files(
                 gen = torch.Generator(device="cpu").manual_seed(options.seed)
                 jobs.append(Job(segs, n, gen, w.write, mel_sink))
             render_jobs(
-                model, jobs, options,
+                model,
+                jobs,
+                options,
                 None if progress is None else (lambda d, _t, o=base: progress(o + d, total)),
             )
             for (t, *_), w in zip(group, writers, strict=True):

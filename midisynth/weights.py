@@ -179,9 +179,7 @@ def model_config_from_diffusers(notes: dict, cont: dict, dec: dict) -> ModelConf
     )
 
 
-def check_state_dict(
-    model: torch.nn.Module, state: dict[str, torch.Tensor], where: str
-) -> None:
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     """Strict key and shape check, with a one-line summary of what differs."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -353,12 +351,13 @@ def save_model(
 
 
 def _load_midisynth_folder(path: Path, *, verify: bool = True) -> tuple[dict, dict]:
-    import torch
     from safetensors.torch import load_file
 
     meta = _read_json(path / CONFIG_FILE)
     if meta.get("format") != FORMAT:
-        raise ModelError(f"{path}: not a midisynth model (config.json format={meta.get('format')!r})")
+        raise ModelError(
+            f"{path}: not a midisynth model (config.json format={meta.get('format')!r})"
+        )
     files = meta.get("files") or {}
     if not files:
         raise ModelError(f"{path}: config.json lists no weight files")
@@ -390,7 +389,9 @@ def build_tiny_random(seed: int = 0) -> LoadedModel:
     return LoadedModel(name="tiny-random", model=model.eval(), config=config)
 
 
-def resolve(name_or_path: str | os.PathLike | None) -> tuple[str, Path | None, RegistryEntry | None]:
+def resolve(
+    name_or_path: str | os.PathLike | None,
+) -> tuple[str, Path | None, RegistryEntry | None]:
     """Name or path → (display name, local folder or None, registry entry or None)."""
     if name_or_path is None:
         name_or_path = default_model_name()

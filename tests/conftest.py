@@ -36,5 +36,7 @@ def diffusers_sd():
     with pytest.MonkeyPatch.context() as mp:
         for cls in (sd.SpectrogramNotesEncoder, sd.SpectrogramContEncoder):
             if not hasattr(cls, "get_extended_attention_mask"):
-                mp.setattr(cls, "get_extended_attention_mask", _extended_attention_mask, raising=False)
+                mp.setattr(
+                    cls, "get_extended_attention_mask", _extended_attention_mask, raising=False
+                )
         yield sd

@@ -80,8 +80,13 @@ def make_onnx_standin(path):
             return frame.repeat(1, 1, 320).flatten(1)  # (B, T*320)
 
     torch.onnx.export(
-        StandIn(), (torch.zeros(1, 10, 128),), str(path), input_names=["input_features"],
-        output_names=["audio"], dynamic_axes={"input_features": {0: "b", 1: "t"}}, dynamo=False,
+        StandIn(),
+        (torch.zeros(1, 10, 128),),
+        str(path),
+        input_names=["input_features"],
+        output_names=["audio"],
+        dynamic_axes={"input_features": {0: "b", 1: "t"}},
+        dynamo=False,
     )
     onnx.checker.check_model(str(path))
 

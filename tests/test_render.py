@@ -83,7 +83,9 @@ def test_program_swaps_tracks_and_drums():
     swapped = apply_programs(score, dataclasses.replace(base, program_swaps=((4, 0), (33, 42))))
     assert {n.program for n in swapped if not n.is_drum} == {0, 42, 48}
     strings_track = next(i.track for i in score.instruments if i.program == 48 and not i.is_drum)
-    by_track = apply_programs(score, dataclasses.replace(base, track_programs=((strings_track, 73),)))
+    by_track = apply_programs(
+        score, dataclasses.replace(base, track_programs=((strings_track, 73),))
+    )
     assert {n.program for n in by_track if not n.is_drum} == {4, 33, 73}
     assert any(n.is_drum for n in by_track)
     assert not any(n.is_drum for n in apply_programs(score, dataclasses.replace(base, drums=False)))
@@ -96,7 +98,8 @@ def test_plan_outputs_rules(tmp_path):
         (src / name).write_bytes(b"x")
     plan = plan_outputs(src, None, tmp_path / "out", "flac")
     assert [t.dst.relative_to(tmp_path / "out").as_posix() for t in plan.tasks] == [
-        "a.flac", "sub/b.flac"
+        "a.flac",
+        "sub/b.flac",
     ]
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "a.flac").write_bytes(b"old")
@@ -117,7 +120,9 @@ def _reference_pipeline(diffusers_sd, folder: Path):
     from diffusers.models.transformers.t5_film_transformer import T5FilmDecoder
 
     pipe = diffusers_sd.SpectrogramDiffusionPipeline(
-        notes_encoder=diffusers_sd.SpectrogramNotesEncoder.from_pretrained(folder / "notes_encoder"),
+        notes_encoder=diffusers_sd.SpectrogramNotesEncoder.from_pretrained(
+            folder / "notes_encoder"
+        ),
         continuous_encoder=diffusers_sd.SpectrogramContEncoder.from_pretrained(
             folder / "continuous_encoder"
         ),
@@ -135,11 +140,15 @@ def _pipeline_parity(diffusers_sd, folder: Path, tmp_path: Path, midi: Path, ste
     tokens = diffusers_sd.MidiProcessor()(str(midi))
     assert len(tokens) == 2  # the example fits two 5.12 s segments
     ref = pipe(
-        tokens, generator=torch.Generator().manual_seed(0), num_inference_steps=steps,
+        tokens,
+        generator=torch.Generator().manual_seed(0),
+        num_inference_steps=steps,
         output_type="mel",
     ).audios[0]  # (512, 128)
     model = load_model(folder, dtype=torch.float32)
-    opts = RenderOptions(sampler="ddpm", steps=steps, seed=0, device="cpu", dtype="float32", tail=0.0)
+    opts = RenderOptions(
+        sampler="ddpm", steps=steps, seed=0, device="cpu", dtype="float32", tail=0.0
+    )
     ours = render(model, midi, opts).mel
     n = ours.shape[0]
     assert n == 500  # 10.0 s of MIDI → 500 frames kept of the 512 rendered

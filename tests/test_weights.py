@@ -32,35 +32,68 @@ def make_official_layout(root: Path, seed: int = 0) -> dict[str, torch.nn.Module
     n, l_ = TINY, TINY["num_layers"]
     mods = {
         "notes_encoder": SpectrogramNotesEncoder(
-            max_length=2048, vocab_size=1536, d_model=n["d_model"], dropout_rate=0.1, num_layers=l_,
-            num_heads=n["num_heads"], d_kv=n["d_kv"], d_ff=n["d_ff"], feed_forward_proj="gated-gelu",
+            max_length=2048,
+            vocab_size=1536,
+            d_model=n["d_model"],
+            dropout_rate=0.1,
+            num_layers=l_,
+            num_heads=n["num_heads"],
+            d_kv=n["d_kv"],
+            d_ff=n["d_ff"],
+            feed_forward_proj="gated-gelu",
         ),
         "continuous_encoder": SpectrogramContEncoder(
-            input_dims=128, targets_context_length=256, d_model=n["d_model"], dropout_rate=0.1,
-            num_layers=l_, num_heads=n["num_heads"], d_kv=n["d_kv"], d_ff=n["d_ff"],
+            input_dims=128,
+            targets_context_length=256,
+            d_model=n["d_model"],
+            dropout_rate=0.1,
+            num_layers=l_,
+            num_heads=n["num_heads"],
+            d_kv=n["d_kv"],
+            d_ff=n["d_ff"],
             feed_forward_proj="gated-gelu",
         ),
         "decoder": T5FilmDecoder(
-            input_dims=128, targets_length=256, max_decoder_noise_time=20000.0, d_model=n["d_model"],
-            num_layers=l_, num_heads=n["num_heads"], d_kv=n["d_kv"], d_ff=n["d_ff"], dropout_rate=0.1,
+            input_dims=128,
+            targets_length=256,
+            max_decoder_noise_time=20000.0,
+            d_model=n["d_model"],
+            num_layers=l_,
+            num_heads=n["num_heads"],
+            d_kv=n["d_kv"],
+            d_ff=n["d_ff"],
+            dropout_rate=0.1,
         ),
     }
     for name, m in mods.items():
         with torch.no_grad():  # position tables are random in the stand-in, as loaded ones would be
             m.position_encoding.weight.normal_()
         m.save_pretrained(root / name, safe_serialization=False)
-    (root / "model_index.json").write_text(json.dumps({
-        "_class_name": "SpectrogramDiffusionPipeline", "_diffusers_version": diffusers.__version__,
-        "notes_encoder": ["spectrogram_diffusion", "SpectrogramNotesEncoder"],
-        "continuous_encoder": ["spectrogram_diffusion", "SpectrogramContEncoder"],
-        "decoder": ["diffusers", "T5FilmDecoder"], "scheduler": ["diffusers", "DDPMScheduler"],
-        "melgan": ["diffusers", "OnnxRuntimeModel"],
-    }))
+    (root / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "SpectrogramDiffusionPipeline",
+                "_diffusers_version": diffusers.__version__,
+                "notes_encoder": ["spectrogram_diffusion", "SpectrogramNotesEncoder"],
+                "continuous_encoder": ["spectrogram_diffusion", "SpectrogramContEncoder"],
+                "decoder": ["diffusers", "T5FilmDecoder"],
+                "scheduler": ["diffusers", "DDPMScheduler"],
+                "melgan": ["diffusers", "OnnxRuntimeModel"],
+            }
+        )
+    )
     (root / "scheduler").mkdir()
-    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps({
-        "_class_name": "DDPMScheduler", "num_train_timesteps": 1000,
-        "beta_schedule": "squaredcos_cap_v2", "clip_sample": True, "variance_type": "fixed_large",
-    }))
+    (root / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "DDPMScheduler",
+                "num_train_timesteps": 1000,
+                "beta_schedule": "squaredcos_cap_v2",
+                "clip_sample": True,
+                "variance_type": "fixed_large",
+            }
+        )
+    )
     return mods
 
 

@@ -1,0 +1,217 @@
+"""The `midisynth` command through Typer's CliRunner on tiny-random: outputs, errors, batches."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mido
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from midisynth.cli import app
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+FAST = ["--model", "tiny-random", "--steps", "2", "--device", "cpu"]
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("MIDISYNTH_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+def test_help_is_instant_and_lazy():
+    # --help must not import torch (slow); check in a fresh interpreter.
+    code = "import sys; from midisynth.cli import app; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    r = run("render", "--help")
+    assert r.exit_code == 0 and "--program" in r.output
+
+
+@pytest.mark.parametrize(("ext", "rate"), [("wav", 16000), ("flac", 44100), ("ogg", 22050)])
+def test_render_file_formats_and_rates(tmp_path, ext, rate):
+    out = tmp_path / f"song.{ext}"
+    r = run(
+        "render",
+        str(EXAMPLES / "piano_pedal.mid"),
+        str(out),
+        "-r",
+        str(rate),
+        "--tail",
+        "0.5",
+        *FAST,
+    )
+    assert r.exit_code == 0, r.output
+    info = sf.info(out)
+    length = mido.MidiFile(EXAMPLES / "piano_pedal.mid").length
+    assert info.samplerate == rate
+    assert abs(info.frames / rate - (length + 0.5)) < 0.021  # ±1 frame (20 ms)
+    assert list(tmp_path.iterdir()) == [out]  # no temporary files left
+
+
+def test_mel_out_and_swaps(tmp_path):
+    out, mel = tmp_path / "o.wav", tmp_path / "m.npy"
+    r = run(
+        "render",
+        str(EXAMPLES / "band.mid"),
+        str(out),
+        "--mel-out",
+        str(mel),
+        "-p",
+        "electric piano=cello",
+        "--track",
+        "2=violin",
+        "--no-drums",
+        *FAST,
+    )
+    assert r.exit_code == 0, r.output
+    assert "Electric Piano 1 → 42 Cello" in r.output and "track 2 → 40 Violin" in r.output
+    import numpy as np
+
+    m = np.load(mel)
+    assert m.shape == (int(np.ceil(sf.info(out).frames / 320)), 128)
+
+
+def test_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "o.wav"
+    out.write_bytes(b"keep me")
+    r = run("render", str(EXAMPLES / "piano_pedal.mid"), str(out), *FAST)
+    assert "exists" in one_line_error(r)
+    assert out.read_bytes() == b"keep me"
+    assert (
+        run("render", str(EXAMPLES / "piano_pedal.mid"), str(out), "--overwrite", *FAST).exit_code
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty"),
+        (b"hello, not midi", "not a MIDI file"),
+        (b"MThd\x00\x00\x00\x06\x00", "truncated"),
+    ],
+)
+def test_bad_midi_one_line_error_no_output(tmp_path, content, message):
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(content)
+    r = run("render", str(bad), str(tmp_path / "o.wav"), *FAST)
+    assert message.lower() in one_line_error(r).lower()
+    assert not (tmp_path / "o.wav").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.mid"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--program", "piano=kazooo"], "unknown program"),
+        (["--program", "piano"], "FROM=TO"),
+        (["--track", "x=cello"], "N=PROGRAM"),
+        (["--model", "nope"], "unknown model"),
+        (["--model", "./no/such/folder"], "not found"),
+        (["--dtype", "int8"], "unknown dtype"),
+        (["--inverter", "wavenet"], "unknown inverter"),
+    ],
+)
+def test_bad_flags_one_line_error(tmp_path, args, message):
+    r = run("render", str(EXAMPLES / "piano_pedal.mid"), str(tmp_path / "o.wav"), *FAST, *args)
+    assert message in one_line_error(r)
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_bad_flag_values_rejected_by_parser(tmp_path):
+    for args in (["--steps", "0"], ["--sampler", "magic"], ["--sample-rate", "12"]):
+        r = run("render", str(EXAMPLES / "piano_pedal.mid"), str(tmp_path / "o.wav"), *args)
+        assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_missing_input_and_unwritable_output(tmp_path):
+    r = run("render", str(tmp_path / "missing.mid"), *FAST)
+    assert "input not found" in one_line_error(r)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if not (ro / "probe").parent.stat().st_mode & 0o200 or shutil.os.access(ro, shutil.os.W_OK):
+            pytest.skip("running as root: permissions are not enforced")
+        r = run("render", str(EXAMPLES / "piano_pedal.mid"), str(ro / "o.wav"), *FAST)
+        assert "cannot write" in one_line_error(r)
+    finally:
+        ro.chmod(0o700)
+
+
+def test_folder_keeps_going_past_bad_files(tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "piano_pedal.mid", src / "good.mid")
+    shutil.copy(EXAMPLES / "melody_chords.mid", src / "sub" / "good2.mid")
+    (src / "broken.mid").write_bytes(b"garbage")
+    r = run("render", str(src), "-o", str(tmp_path / "out"), *FAST, "--batch-size", "2")
+    assert r.exit_code == 1
+    assert "2 rendered" in r.output and "1 failed" in r.output and "broken.mid" in r.output
+    assert (tmp_path / "out" / "good.wav").exists() and (
+        tmp_path / "out" / "sub" / "good2.wav"
+    ).exists()
+    assert not (tmp_path / "out" / "broken.wav").exists()
+    again = run("render", str(src), "-o", str(tmp_path / "out"), *FAST, "--skip-existing")
+    assert "2 skipped" in again.output
+
+
+def test_interrupt_leaves_no_partial_output(tmp_path, monkeypatch):
+    from midisynth import audio
+
+    calls = {"n": 0}
+    real_write = audio.AudioFileWriter.write
+
+    def write_then_interrupt(self, chunk):
+        real_write(self, chunk)
+        calls["n"] += 1
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(audio.AudioFileWriter, "write", write_then_interrupt)
+    out = tmp_path / "o.wav"
+    r = run("render", str(EXAMPLES / "melody_chords.mid"), str(out), *FAST)
+    assert r.exit_code == 130 and calls["n"] == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_inspect_json_and_table():
+    r = run("inspect", str(EXAMPLES / "band.mid"), "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert len(doc["segments"]) == 2 and all(s[0] == 1134 for s in doc["segments"][:1])
+    assert {i["mapped_program"] for i in doc["instruments"]} == {4, 33, 48, None}
+    r = run("inspect", str(EXAMPLES / "band.mid"))
+    assert r.exit_code == 0 and "Electric Bass" in r.output
+
+
+def test_inspect_bad_file(tmp_path):
+    bad = tmp_path / "x.mid"
+    bad.write_bytes(b"RIFF....")
+    assert "not a MIDI file" in one_line_error(run("inspect", str(bad)))
+
+
+def test_models_and_programs():
+    r = run("models")
+    assert r.exit_code == 0 and "official" in r.output and "tiny-random" in r.output
+    r = run("programs")
+    assert r.exit_code == 0 and "Cello" in r.output
