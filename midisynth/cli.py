@@ -67,7 +67,7 @@ def inspect(
     from .midi import MidiError, read_midi
 
     try:
-        score = read_midi(file)
+        score = read_midi(file, all_track_tempos=True)  # as `midisynth render` reads it
     except MidiError as e:
         fail(str(e))
     pmap = programs.PROGRAM_MAPS["slakh"]

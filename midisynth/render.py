@@ -47,6 +47,9 @@ class RenderOptions:
     program_swaps: tuple[tuple[int, int], ...] = ()  # (from GM program, to GM program)
     track_programs: tuple[tuple[int, int], ...] = ()  # (MIDI track index, GM program)
     drums: bool = True  # False drops channel-10 notes
+    # The reference (pretty_midi) obeys tempo events on track 0 only, so files whose tempo map sits
+    # on another track play at 120 bpm there; midisynth obeys them unless this is True.
+    reference_tempo: bool = False
     batch_size: int = 8  # files rendered together (segment i of each file in one batch)
 
     def n_steps(self) -> int:
@@ -283,7 +286,11 @@ def make_job(
     sink: Callable[[torch.Tensor], None],
     mel_sink: Callable[[torch.Tensor], None] | None = None,
 ) -> Job:
-    score = midi if isinstance(midi, Score) else read_midi(midi)
+    score = (
+        midi
+        if isinstance(midi, Score)
+        else read_midi(midi, all_track_tempos=not options.reference_tempo)
+    )
     segs, n = prepare_tokens(model, score, options)
     gen = torch.Generator(device="cpu").manual_seed(options.seed)
     return Job(segments=segs, n_samples=n, generator=gen, sink=sink, mel_sink=mel_sink)
@@ -477,7 +484,7 @@ def render_files(
     prepared: list[tuple[FileTask, Score, list[np.ndarray], int]] = []
     for t in tasks:
         try:
-            score = read_midi(t.src)
+            score = read_midi(t.src, all_track_tempos=not options.reference_tempo)
             segs, n = prepare_tokens(model, score, options)
             prepared.append((t, score, segs, n))
         except (MidiError, ValueError) as e:
