@@ -188,14 +188,21 @@ def test_tail_ties_quirk():
     # The piano ends and a long drum note starts at 6 s, so segment 2 (from 10.24 s) starts after
     # the last event. The reference repeats the state from before that event: piano still tied.
     notes = [Note(0.0, 6.0, 60, 100, 0, False, 0), Note(6.0, 12.0, 36, 100, 0, True, 1)]
-    assert notes_to_segments(notes, 12.0)[2].tolist() == [1135, 1064, 1134, 1]
-    assert notes_to_segments(notes, 12.0, reference_tail_ties=False)[2].tolist() == [1134, 1]
+    assert notes_to_segments(notes, 12.0)[2].tolist() == [1134, 1]
+    stale = notes_to_segments(notes, 12.0, reference_tail_ties=True)
+    assert stale[2].tolist() == [1135, 1064, 1134, 1]
     info = segment_info(notes, 12.0)
     assert [(i.start_time, i.num_tied, i.num_onsets) for i in info] == [
         (0.0, 0, 1),
         (5.12, 1, 1),
-        (10.24, 1, 0),
+        (10.24, 0, 0),
     ]
+
+
+def test_render_tail_has_no_stale_ties():
+    # A tail after the piece (render's `tail` option) must not hold the final note.
+    notes = [Note(0.0, 4.0, 60, 100, 0, False, 0)]
+    assert ids(notes_to_segments(notes, 4.0 + 6.0))[1] == [1134, 1]
 
 
 def test_velocity_bins_are_encoded_and_deduplicated():
@@ -457,7 +464,7 @@ def test_tail_ties_quirk_is_the_reference_behaviour(tmp_path):
     )
     notes, total = _read(path)
     assert _reference_ids(path)[2] == [1135, 1064, 1134, 1]
-    assert ids(notes_to_segments(notes, total)) == _reference_ids(path)
+    assert ids(notes_to_segments(notes, total, reference_tail_ties=True)) == _reference_ids(path)
 
 
 # ---- parity over the shared corpus -----------------------------------------------------------------
