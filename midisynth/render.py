@@ -24,7 +24,7 @@ import torch
 from . import audio, diffusion, tokens
 from .inverter import StreamingInverter, load_inverter
 from .midi import Note, Score, read_midi
-from .programs import PROGRAM_MAPS
+from .programs import get_program_map
 
 if TYPE_CHECKING:  # pragma: no cover
     from .weights import LoadedModel
@@ -147,9 +147,10 @@ def prepare_tokens(model: LoadedModel, score: Score, options: RenderOptions) -> 
     """Token segments covering the MIDI plus the tail, and the output length in samples."""
     notes = apply_programs(score, options)
     duration = score.total_time + max(0.0, options.tail)
-    codec = tokens.Codec(num_velocity_bins=int(model.codec.get("num_velocity_bins", 1)))
+    fields = {f.name for f in dataclasses.fields(tokens.Codec)}
+    codec = tokens.Codec(**{k: v for k, v in model.codec.items() if k in fields})
     segs = tokens.notes_to_segments(
-        notes, duration, codec=codec, program_map=PROGRAM_MAPS[model.program_map]
+        notes, duration, codec=codec, program_map=get_program_map(model.program_map)
     )
     return segs, int(round(duration * audio.SAMPLE_RATE))
 
