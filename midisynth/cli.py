@@ -427,6 +427,108 @@ def download(
     out.print(f"{name}: ready in {loaded.path}")
 
 
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="Training cache folder (python -m midisynth.data).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")] = Path(
+        "runs/model"
+    ),
+    resume: Annotated[
+        str | None, typer.Option(help="Model folder to continue from (e.g. a bundled model).")
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="Size preset: tiny, cpu-small, cpu-medium, small, base.")
+    ] = "cpu-small",
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps in this run.")] = 2000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 1e-3,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop and save after this long.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    name: Annotated[
+        str, typer.Option(help="Model name recorded in config.json.")
+    ] = "midisynth-model",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train (or continue training) a model on a prepared cache. Needs no extra packages."""
+    from .train import TrainConfig
+    from .train import train as run_training
+
+    if not data.is_dir():
+        fail(f"training cache not found: {data} (build one with python -m midisynth.data)", 2)
+    config = TrainConfig(
+        data=str(data),
+        out=str(out),
+        resume=resume,
+        model=model,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        max_minutes=max_minutes,
+        device=device,
+        threads=threads,
+        name=name,
+        seed=seed,
+    )
+    try:
+        folder = run_training(config, log=lambda msg: err.print(msg, highlight=False))
+    except _user_errors() as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    out.print(f"model saved to {folder}")
+
+
+@app.command()
+def evaluate(
+    midi: Annotated[Path, typer.Argument(help="A MIDI file or a folder of them.")],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model name or folder.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Evaluate at most this many files.")
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out-dir", "-o", help="Report folder (default ./midisynth-eval)."),
+    ] = None,
+    sampler: Annotated[Sampler, typer.Option()] = Sampler.dpmpp_2m,
+    steps: Annotated[int | None, typer.Option(min=1, max=1000)] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option()] = "auto",
+    soundfont: Annotated[
+        Path | None,
+        typer.Option(
+            help="SoundFont for reference audio (else $MIDISYNTH_SOUNDFONT or Debian's FluidR3_GM)."
+        ),
+    ] = None,
+    transcription: Annotated[
+        bool, typer.Option(help="Transcription F1 (needs basic-pitch).")
+    ] = True,
+) -> None:
+    """Score renders against reference audio: mel L1, LSD, transcription F1, Fréchet distance.
+
+    Each metric is shown with its ceiling (reference audio → mel → inverter). Needs the eval extra:
+    pip install 'midisynth\\[eval]'.
+    """
+    from .evaluate import evaluate_command
+
+    code = evaluate_command(
+        midi,
+        model,
+        limit,
+        out_dir,
+        sampler.value,
+        steps,
+        seed,
+        device=device,
+        soundfont=soundfont,
+        transcription=transcription,
+        console=err,
+    )
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
