@@ -61,17 +61,32 @@ def inspect(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON with the token ids of every segment.")
     ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Tokenize for this model (default: the default model)."),
+    ] = None,
+    reference: Annotated[
+        bool,
+        typer.Option(
+            help="Tokenize exactly as the reference (diffusers MidiProcessor): the released model's "
+            "codec and mapping, tempo from track 0 only."
+        ),
+    ] = False,
 ) -> None:
     """Show what the model will see: tracks, programs (before → after mapping), segments, tokens."""
     from . import programs, tokens
     from .midi import MidiError, read_midi
+    from .weights import RELEASED_SETTINGS, ModelError, model_settings
 
     try:
-        score = read_midi(file, all_track_tempos=True)  # as `midisynth render` reads it
-    except MidiError as e:
+        settings = RELEASED_SETTINGS if reference else model_settings(model)
+        # render obeys tempo events on every track; the reference only those of track 0
+        score = read_midi(file, all_track_tempos=not reference)
+        pmap = programs.get_program_map(settings["program_map"])
+        codec = tokens.Codec.from_dict(settings["codec"])
+    except (MidiError, ModelError, ValueError) as e:
         fail(str(e))
-    pmap = programs.PROGRAM_MAPS["slakh"]
-    segs = tokens.notes_to_segments(score.notes, score.total_time, program_map=pmap)
+    segs = tokens.notes_to_segments(score.notes, score.total_time, codec=codec, program_map=pmap)
     if as_json:
         doc = {
             "file": str(file),

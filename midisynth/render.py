@@ -147,8 +147,7 @@ def prepare_tokens(model: LoadedModel, score: Score, options: RenderOptions) -> 
     """Token segments covering the MIDI plus the tail, and the output length in samples."""
     notes = apply_programs(score, options)
     duration = score.total_time + max(0.0, options.tail)
-    fields = {f.name for f in dataclasses.fields(tokens.Codec)}
-    codec = tokens.Codec(**{k: v for k, v in model.codec.items() if k in fields})
+    codec = tokens.Codec.from_dict(model.codec)
     segs = tokens.notes_to_segments(
         notes, duration, codec=codec, program_map=get_program_map(model.program_map)
     )

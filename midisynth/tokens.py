@@ -24,9 +24,9 @@ from __future__ import annotations
 import bisect
 import functools
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -95,6 +95,12 @@ class Codec:
             raise ValueError(
                 "steps_per_second, max_shift_seconds and num_velocity_bins must be ≥ 1"
             )
+
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any]) -> Codec:
+        """A codec from a model's config.json ``codec`` entry (missing keys keep the defaults)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in settings.items() if k in known})
 
     @property
     def max_shift_steps(self) -> int:

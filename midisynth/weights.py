@@ -407,6 +407,23 @@ def resolve(
     raise ModelError(f"unknown model {s!r}; available: {', '.join(REGISTRY)} (or a folder path)")
 
 
+RELEASED_SETTINGS: dict[str, Any] = {"codec": {"num_velocity_bins": 1}, "program_map": "slakh"}
+
+
+def model_settings(name_or_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The token codec and program mapping a model expects, read from its config.json only
+    (no weights, no download). The released model's settings for the official entry and for
+    folders in the diffusers layout."""
+    name, path, entry = resolve(name_or_path)
+    if path is None or is_diffusers_layout(path) or not (path / CONFIG_FILE).is_file():
+        return dict(RELEASED_SETTINGS)
+    meta = _read_json(path / CONFIG_FILE)
+    return {
+        "codec": meta.get("codec") or RELEASED_SETTINGS["codec"],
+        "program_map": meta.get("program_map", "slakh"),
+    }
+
+
 def download_official(entry: RegistryEntry, *, progress: bool = True) -> Path:
     """Download the needed files of a Hub entry (honours HF_HOME/HF_HUB_CACHE/HF_HUB_OFFLINE).
 

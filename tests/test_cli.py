@@ -195,13 +195,23 @@ def test_interrupt_leaves_no_partial_output(tmp_path, monkeypatch):
 
 
 def test_inspect_json_and_table():
-    r = run("inspect", str(EXAMPLES / "band.mid"), "--json")
+    r = run("inspect", str(EXAMPLES / "band.mid"), "--json", "--reference")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
-    assert len(doc["segments"]) == 2 and all(s[0] == 1134 for s in doc["segments"][:1])
+    assert len(doc["segments"]) == 2 and doc["segments"][0][0] == 1134  # tie section end
     assert {i["mapped_program"] for i in doc["instruments"]} == {4, 33, 48, None}
     r = run("inspect", str(EXAMPLES / "band.mid"))
     assert r.exit_code == 0 and "Electric Bass" in r.output
+
+
+def test_inspect_reference_equals_midiprocessor():
+    sd = pytest.importorskip("diffusers.pipelines.deprecated.spectrogram_diffusion")
+    pytest.importorskip("note_seq")
+    for name in ("band.mid", "piano_pedal.mid", "melody_chords.mid"):
+        r = run("inspect", str(EXAMPLES / name), "--json", "--reference")
+        ours = json.loads(r.output)["segments"]
+        ref = [[t for t in seg if t > 0][:-1] for seg in sd.MidiProcessor()(str(EXAMPLES / name))]
+        assert ours == ref, name
 
 
 def test_inspect_bad_file(tmp_path):
