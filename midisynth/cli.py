@@ -393,6 +393,9 @@ def models() -> None:
     for e in REGISTRY.values():
         src = e.repo_id or (str(e.local_dir) if e.local_dir else "built in")
         table.add_row(e.name + (" (default)" if e.name == default else ""), src, e.description)
+    converted = sorted((cache_dir() / "converted").glob("*/config.json"))
+    for cfg in converted:
+        table.add_row(cfg.parent.name, str(cfg.parent), "converted (use the path or its source)")
     out.print(table)
     out.print(f"Local folders work too: --model /path/to/folder. Cache: {cache_dir()}")
 
