@@ -526,8 +526,9 @@ def evaluate(
 ) -> None:
     """Score renders against reference audio: mel L1, LSD, transcription F1, Fréchet distance.
 
-    Each metric is shown with its ceiling (reference audio → mel → inverter). Needs the eval extra:
-    pip install 'midisynth\\[eval]'.
+    Each metric is shown with its ceiling (reference audio → mel → inverter). Needs the eval extra
+    and two packages installed without their dependencies (they pin tensorflow / old numpy):
+    pip install 'midisynth\\[eval]' && pip install --no-deps basic-pitch==0.4.0 aisfx==0.1.2
     """
     from .evaluate import evaluate_command
 

@@ -350,8 +350,10 @@ def save_model(
     return dst
 
 
-def _load_midisynth_folder(path: Path, *, verify: bool = True) -> tuple[dict, dict]:
-    from safetensors.torch import load_file
+def _load_midisynth_folder(
+    path: Path, *, verify: bool = True, dtype: torch.dtype | None = None
+) -> tuple[dict, dict]:
+    from safetensors import safe_open
 
     meta = _read_json(path / CONFIG_FILE)
     if meta.get("format") != FORMAT:
@@ -370,7 +372,11 @@ def _load_midisynth_folder(path: Path, *, verify: bool = True) -> tuple[dict, di
             raise ModelError(f"{f}: checksum mismatch (file altered or incomplete); re-download it")
         if fname.endswith(".safetensors"):
             try:
-                state.update(load_file(str(f)))
+                # Tensor by tensor, cast on the way in: peak memory ≈ the model at `dtype`.
+                with safe_open(str(f), "pt") as sf:
+                    for k in sf.keys():
+                        t = sf.get_tensor(k)
+                        state[k] = t if dtype is None or not t.is_floating_point() else t.to(dtype)
             except Exception as e:  # noqa: BLE001
                 raise ModelError(f"{f}: damaged weight file ({str(e).splitlines()[0]})") from None
     return meta, state
@@ -515,7 +521,7 @@ def load_model(
             assert entry is not None
             path = download_official(entry)
         folder = ensure_midisynth_folder(name, path)
-        meta, state = _load_midisynth_folder(folder, verify=verify)
+        meta, state = _load_midisynth_folder(folder, verify=verify, dtype=dtype or torch.float32)
         config = model_config_from_dict(meta["model"])
         with torch.device("meta"):
             model = SpectrogramDiffusion(config)

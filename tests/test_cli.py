@@ -225,3 +225,8 @@ def test_models_and_programs():
     assert r.exit_code == 0 and "official" in r.output and "tiny-random" in r.output
     r = run("programs")
     assert r.exit_code == 0 and "Cello" in r.output
+
+
+def test_evaluate_missing_input_is_a_usage_error(tmp_path):
+    r = run("evaluate", str(tmp_path / "nope"), "--model", "tiny-random")
+    assert r.exit_code == 2 and "not found" in r.output and "Traceback" not in r.output

@@ -1,0 +1,825 @@
+"""Evaluation: render MIDI files and score the audio against reference recordings (spec §15).
+
+Three systems are scored per file, always on the span both audios cover (trimmed to the shorter),
+after matching each system's loudness (BS.1770) to the reference's:
+- ``model``: the rendering of the MIDI file;
+- ``gt-encoded``: reference audio → log-mel → the model's inverter; the ceiling for any mel model;
+- ``reference``: the reference audio itself; only its transcription F1 is meaningful (the ceiling
+  set by the transcriber).
+
+Metrics:
+- ``mel_l1``: mean |Δ| of the log-mel features (natural-log units, the model's own front end) of
+  the system's audio vs the reference's. ``model_mel_l1`` is the same for the mel the model
+  generated, before the inverter.
+- ``lsd``: log-spectral distance in dB on the 513-bin power STFT (the front end's framing, floor
+  1e-10 = the mel floor squared): per frame the RMS over bins of the dB difference, then the mean.
+- ``f1_onset_50`` … ``f1_onoff_100``: note F1 (mir_eval) of a transcription of the audio against
+  the MIDI's pitched notes, onset-only and onset+offset (offset within 20 % of the note or 50 ms),
+  at 50 ms and 100 ms onset tolerance (50 ms is harsh on slow attacks: strings, pads, winds).
+  Transcriber: Spotify's basic-pitch 0.4.0 (ICASSP 2022), its ONNX model from the wheel run with
+  onnxruntime, default thresholds. Not program-aware (the original used MT3, spec §15).
+- Fréchet distances over the whole set (one Gaussian per system from every file's embeddings):
+  ``aisfx``: the 512-d embedding of the *aisfx* CNN (Ma & Lerch, ISMIR 2022), a sound-effects
+  model whose weights ship in its wheel, one per 2.3 s block (hop 1.16 s) — a general audio
+  embedding, not a music one (VGGish/TRILL of the paper need downloads); ``mel-stats``: a
+  hand-crafted embedding, the mean and standard deviation of each log-mel band over 1 s windows
+  (hop 0.5 s), 256-d. Fréchet distances depend on the number of embeddings: compare runs only on
+  the same files.
+
+Optional packages (the ``eval`` extra, plus two wheels installed without their pinned
+dependencies) are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from . import audio
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+    from .render import RenderOptions
+    from .weights import LoadedModel
+
+EVAL_INSTALL = (
+    "pip install 'midisynth[eval]' && pip install --no-deps basic-pitch==0.4.0 aisfx==0.1.2"
+)
+SYSTEMS = ("model", "gt-encoded", "reference")
+ONSET_TOLERANCES = (0.05, 0.1)  # seconds
+EMBEDDINGS = ("aisfx", "mel-stats")
+REFERENCE_EXTS = (".wav", ".flac")
+DEBIAN_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")  # fluid-soundfont-gm, MIT
+LSD_FLOOR = audio.LOG_FLOOR_CLIP**2  # power floor of the log-spectral distance
+
+
+class EvalError(RuntimeError):
+    """A file or set-up that cannot be evaluated; the message is one line for users."""
+
+
+class EvalDependencyError(ImportError):
+    """An optional evaluation package is missing; the message names the pip command."""
+
+
+def _require(module: str, purpose: str) -> Any:
+    try:
+        with _quiet():
+            return importlib.import_module(module)
+    except ImportError:
+        raise EvalDependencyError(
+            f"{purpose} needs the '{module.split('.')[0]}' package: {EVAL_INSTALL}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the import-time chatter of basic-pitch and its dependencies (logging, warnings)."""
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+# --------------------------------------------------------------------------------------------
+# Metric functions (pure)
+
+
+def _np(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def mel_l1(ref_mel: np.ndarray, est_mel: np.ndarray) -> float:
+    """Mean absolute difference of two log-mels [T, 128] (feature units), trimmed to the shorter."""
+    ref_mel, est_mel = _np(ref_mel), _np(est_mel)
+    n = min(len(ref_mel), len(est_mel))
+    if n == 0:
+        return math.nan
+    return float(np.abs(ref_mel[:n].astype(np.float64) - est_mel[:n]).mean())
+
+
+def log_spectral_distance(ref_audio: np.ndarray, est_audio: np.ndarray) -> float:
+    """Log-spectral distance in dB between two 16 kHz signals, frames trimmed to the shorter.
+
+    Power STFT with the front end's framing (640-sample Hann, hop 320, 1024-point FFT, 513 bins),
+    floored at 1e-10; per frame sqrt(mean over bins of (10·log10 P_ref − 10·log10 P_est)²), then
+    the mean over frames.
+    """
+    from .inverter import stft
+
+    n = min(len(ref_audio), len(est_audio))
+    if n == 0:
+        return math.nan
+
+    def db(x: np.ndarray) -> torch.Tensor:
+        spec = stft(torch.as_tensor(np.asarray(x[:n]), dtype=torch.float64))
+        return 10.0 * torch.log10(spec.abs().square().clamp_min(LSD_FLOOR))  # (F, 513)
+
+    diff = db(ref_audio) - db(est_audio)
+    return float(diff.square().mean(dim=1).sqrt().mean())
+
+
+def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of embeddings [n, d] and [m, d].
+
+    ||μx − μy||² + Tr(Σx + Σy − 2 (Σx Σy)^½), with Tr((Σx Σy)^½) computed as the sum of the square
+    roots of the eigenvalues of the symmetric Σx^½ Σy Σx^½ (stable for the singular covariances of
+    small sets). A set of one embedding has a zero covariance.
+    """
+    x, y = np.atleast_2d(np.asarray(x, np.float64)), np.atleast_2d(np.asarray(y, np.float64))
+    if x.shape[1] != y.shape[1] or not len(x) or not len(y):
+        raise ValueError(f"need two non-empty sets of equal dimension, got {x.shape} and {y.shape}")
+
+    def cov(a: np.ndarray) -> np.ndarray:
+        return (
+            np.cov(a, rowvar=False).reshape(a.shape[1], a.shape[1]) if len(a) > 1 else 0 * a.T @ a
+        )
+
+    sx, sy = cov(x), cov(y)
+    w, v = np.linalg.eigh(sx)
+    root_x = (v * np.sqrt(w.clip(min=0))) @ v.T
+    m = root_x @ sy @ root_x
+    tr_root = np.sqrt(np.linalg.eigvalsh((m + m.T) / 2).clip(min=0)).sum()
+    d = ((x.mean(0) - y.mean(0)) ** 2).sum() + np.trace(sx) + np.trace(sy) - 2 * tr_root
+    return float(max(d, 0.0))
+
+
+def note_array(notes: Iterable[Any]) -> np.ndarray:
+    """midisynth `Note`s (drums dropped) or (onset, offset, pitch) tuples → float [n, 3]."""
+    rows = [
+        (n.start, n.end, n.pitch) if hasattr(n, "pitch") else tuple(n[:3])
+        for n in notes
+        if not getattr(n, "is_drum", False)
+    ]
+    return np.asarray(rows, np.float64).reshape(-1, 3)
+
+
+def note_f1(
+    ref: np.ndarray, est: np.ndarray, *, onset_tolerance: float = 0.05, offset: bool = False
+) -> dict[str, float]:
+    """Note precision/recall/F1 (mir_eval) of `est` against `ref`, both [n, 3] (onset, offset, pitch).
+
+    Onset within `onset_tolerance` s and pitch within 50 cents; with `offset`, also the offset within
+    max(20 % of the reference note, 50 ms). No reference notes → NaN (undefined, left out of means).
+    """
+    transcription = _require("mir_eval.transcription", "transcription F1")
+    midi_to_hz = importlib.import_module("mir_eval.util").midi_to_hz
+    ref, est = (
+        np.asarray(ref, np.float64).reshape(-1, 3),
+        np.asarray(est, np.float64).reshape(-1, 3),
+    )
+    if len(ref) == 0:
+        return {"precision": math.nan, "recall": math.nan, "f1": math.nan}
+    if len(est) == 0:
+        return {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+    def intervals(a: np.ndarray) -> np.ndarray:  # mir_eval wants strictly positive durations
+        return np.stack([a[:, 0], np.maximum(a[:, 1], a[:, 0] + 1e-3)], axis=1)
+
+    p, r, f, _ = transcription.precision_recall_f1_overlap(
+        intervals(ref),
+        midi_to_hz(ref[:, 2]),
+        intervals(est),
+        midi_to_hz(est[:, 2]),
+        onset_tolerance=onset_tolerance,
+        offset_ratio=0.2 if offset else None,
+    )
+    return {"precision": float(p), "recall": float(r), "f1": float(f)}
+
+
+def transcription_scores(ref: np.ndarray, est: np.ndarray) -> dict[str, float]:
+    """{'f1_onset_50', 'f1_onoff_50', 'f1_onset_100', 'f1_onoff_100'} for ONSET_TOLERANCES."""
+    out = {}
+    for tol in ONSET_TOLERANCES:
+        ms = round(tol * 1000)
+        out[f"f1_onset_{ms}"] = note_f1(ref, est, onset_tolerance=tol)["f1"]
+        out[f"f1_onoff_{ms}"] = note_f1(ref, est, onset_tolerance=tol, offset=True)["f1"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Transcriber and embeddings (models shipped in wheels)
+
+
+class BasicPitch:
+    """Audio → notes with basic-pitch 0.4.0's ONNX model (in its wheel), run with onnxruntime.
+
+    Default thresholds (onset 0.5, frame 0.3, minimum note 127.7 ms, melodia trick). The input is
+    resampled with soxr to 22 050 Hz and fed as an array (no file round-trip, no resampy).
+    """
+
+    def __init__(self) -> None:
+        _require("onnxruntime", "the basic-pitch transcriber")
+        bp = _require("basic_pitch", "transcription F1")
+        with _quiet():
+            self._inference = importlib.import_module("basic_pitch.inference")
+            self._notes = importlib.import_module("basic_pitch.note_creation")
+            self._c = importlib.import_module("basic_pitch.constants")
+            path = bp.build_icassp_2022_model_path(bp.FilenameSuffix.onnx)
+            self.model = self._inference.Model(path)
+
+    def __call__(self, wav: np.ndarray, sample_rate: int = audio.SAMPLE_RATE) -> np.ndarray:
+        """Mono audio [n] → notes [k, 3] (onset s, offset s, MIDI pitch), sorted by onset."""
+        c, inf = self._c, self._inference
+        x = audio.resample(
+            torch.as_tensor(wav, dtype=torch.float32), sample_rate, c.AUDIO_SAMPLE_RATE
+        )
+        x = x.numpy()
+        n_overlap = 30  # frames, as basic_pitch.inference.run_inference
+        overlap_len = n_overlap * c.FFT_HOP
+        hop = c.AUDIO_N_SAMPLES - overlap_len
+        padded = np.concatenate([np.zeros(overlap_len // 2, np.float32), x])
+        out: dict[str, list] = {"note": [], "onset": [], "contour": []}
+        with _quiet():
+            for window, _ in inf.window_audio_file(padded, hop):
+                for k, v in self.model.predict(window[None]).items():
+                    out[k].append(v)
+            unwrapped = {
+                k: inf.unwrap_output(np.concatenate(v), len(x), n_overlap) for k, v in out.items()
+            }
+            _, events = self._notes.model_output_to_notes(
+                unwrapped,
+                onset_thresh=0.5,
+                frame_thresh=0.3,
+                min_note_len=int(np.round(127.70 / 1000 * (c.AUDIO_SAMPLE_RATE / c.FFT_HOP))),
+                melodia_trick=True,
+            )
+        notes = np.asarray([(s, e, p) for s, e, p, *_ in events], np.float64).reshape(-1, 3)
+        return notes[np.argsort(notes[:, 0], kind="stable")]
+
+
+class AisfxEmbedder:
+    """512-d embeddings of the aisfx CNN (Ma & Lerch, ISMIR 2022: "X-Sequential-CE", trained on
+    sound-effects libraries; weights in the wheel, CC-BY-4.0), one per 100-frame block.
+
+    Front end: the package's librosa path (44.1 kHz, peak-normalised, 96 HTK mel bands with unit-sum
+    filters, power, log10(1e4·x + 1), min-max scaled by the paper's 9.4578), made time-major as the
+    network expects; blocks of 100 frames (2.3 s) with 50 % overlap, a partial last block dropped.
+    """
+
+    name = "aisfx"
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        aisfx_inference = _require("aisfx.inference", "the aisfx embedding")
+        self._librosa = _require("librosa", "the aisfx embedding")
+        from aisfx.models.cnn2d import EmbeddingNet
+
+        self.c = aisfx_inference
+        # The checkpoint is a pickled (state_dict, datasets) tuple: load it without executing code,
+        # allowing only the numpy scalars its dataset table holds.
+        np_core = getattr(np, "_core", None) or np.core
+        allowed = [(np_core.multiarray.scalar, "numpy.core.multiarray.scalar"), np.dtype]
+        allowed += [type(np.dtype(t)) for t in (np.int64, np.int32, np.float64)]
+        with torch.serialization.safe_globals(allowed):
+            state, _ = torch.load(
+                aisfx_inference.get_path_modelWeights(), map_location="cpu", weights_only=True
+            )
+        prefix = "embedding_net."
+        net = EmbeddingNet("max", 3, 1, 64)
+        net.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+        self.net = net.eval().to(device)
+        self.device = torch.device(device)
+
+    def spectrogram(self, wav: np.ndarray, sample_rate: int = audio.SAMPLE_RATE) -> np.ndarray:
+        c, lr = self.c, self._librosa
+        sr = int(c.SAMPLE_RATE)
+        y = audio.resample(torch.as_tensor(wav, dtype=torch.float32), sample_rate, sr).numpy()
+        y = y / (np.abs(y).max() or 1.0)
+        spec = lr.feature.melspectrogram(
+            y=y,
+            sr=sr,
+            n_fft=c.SPEC_BLOCK_LENGTH,
+            hop_length=c.SPEC_HOP_LENGTH,
+            win_length=c.SPEC_BLOCK_LENGTH,
+            n_mels=c.MEL_BINS,
+            fmin=c.F_MIN,
+            fmax=c.F_MAX,
+            htk=True,
+            norm=1.0,
+            power=2.0,
+        )
+        spec = np.log10(spec * 10000.0 + 1)
+        return (spec / 9.457798957824707).T.astype(np.float32)  # (T, 96)
+
+    def __call__(self, wav: np.ndarray, sample_rate: int = audio.SAMPLE_RATE) -> np.ndarray:
+        """Mono audio [n] → embeddings [blocks, 512]."""
+        from aisfx.preprocessing import blocking
+
+        spec = self.spectrogram(wav, sample_rate)
+        block = self.c.EMB_BLOCK_LENGTH
+        blocks = blocking(spec, block, block // 2, drop_partial_block=True)
+        with torch.inference_mode():
+            emb = self.net(torch.as_tensor(blocks, dtype=torch.float32, device=self.device))
+        return emb.cpu().numpy().astype(np.float64)
+
+
+def mel_stats_embedding(mel: np.ndarray, window: int = 50, hop: int = 25) -> np.ndarray:
+    """Hand-crafted embedding: per 1 s window (hop 0.5 s) of a log-mel [T, 128], the mean and the
+    standard deviation of each band → [windows, 256]. A clip shorter than a window is one window."""
+    mel = _np(mel).astype(np.float64)
+    starts = range(0, max(len(mel) - window, 0) + 1, hop)
+    rows = [
+        np.concatenate([mel[s : s + window].mean(0), mel[s : s + window].std(0)]) for s in starts
+    ]
+    return np.stack(rows) if len(mel) else np.zeros((0, 2 * mel.shape[-1]))
+
+
+# --------------------------------------------------------------------------------------------
+# Reference audio
+
+
+class FluidSynthReference:
+    """Synthesize reference audio with the FluidSynth CLI and a General-MIDI SoundFont.
+
+    The SoundFont is ``soundfont``, else $MIDISYNTH_SOUNDFONT, else Debian's FluidR3_GM
+    (``apt-get install fluidsynth fluid-soundfont-gm``). Renders 16 kHz (stereo, read as mono).
+    """
+
+    def __init__(self, soundfont: str | os.PathLike | None = None, gain: float = 0.5):
+        exe = shutil.which("fluidsynth")
+        font = Path(soundfont or os.environ.get("MIDISYNTH_SOUNDFONT") or DEBIAN_SOUNDFONT)
+        if exe is None:
+            raise EvalError(
+                "no reference audio and no FluidSynth to make it: put <name>.wav/.flac beside each "
+                "MIDI file, or apt-get install fluidsynth fluid-soundfont-gm"
+            )
+        if not font.is_file():
+            raise EvalError(
+                f"SoundFont not found: {font}; set MIDISYNTH_SOUNDFONT=/path/to/font.sf2 "
+                "or apt-get install fluid-soundfont-gm"
+            )
+        self.exe, self.soundfont, self.gain = exe, font, gain
+
+    def __call__(self, midi: Path, dst: Path) -> Path:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [self.exe, "-ni", "-q", "-g", str(self.gain), "-r", str(audio.SAMPLE_RATE)]
+        cmd += ["-F", str(dst), str(self.soundfont), str(midi)]
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, timeout=3600)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+            raise EvalError(f"FluidSynth failed on {midi.name}: {e}") from None
+        if not dst.is_file():
+            raise EvalError(f"FluidSynth wrote nothing for {midi.name}")
+        return dst
+
+    def __repr__(self) -> str:
+        return f"FluidSynth ({self.soundfont.name})"
+
+
+def find_reference(midi: Path) -> Path | None:
+    """Audio with the MIDI file's stem beside it (.wav, then .flac), or None."""
+    for ext in REFERENCE_EXTS:
+        p = midi.with_suffix(ext)
+        if p.is_file():
+            return p
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate()
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    root = Path(os.path.commonpath([p.resolve().parent for p in paths]))
+    return [str(p.resolve().with_suffix("").relative_to(root)).replace(os.sep, "__") for p in paths]
+
+
+def _match_loudness(x: torch.Tensor, ref_lufs: float) -> tuple[torch.Tensor, float]:
+    lufs = audio.loudness_lufs(x)
+    if not (math.isfinite(lufs) and math.isfinite(ref_lufs)):
+        return x, 0.0
+    return audio.apply_gain(x, ref_lufs - lufs), ref_lufs - lufs
+
+
+def encode_decode(ref: torch.Tensor, inverter: Any) -> torch.Tensor:
+    """Ground truth encoded: audio → log-mel → `inverter`, segment by segment as render() does."""
+    from .inverter import StreamingInverter
+
+    mel = audio.log_mel(ref)
+    stream = StreamingInverter(inverter)
+    chunks = [
+        stream.push(mel[i : i + audio.SEGMENT_FRAMES])
+        for i in range(0, len(mel), audio.SEGMENT_FRAMES)
+    ]
+    out = torch.cat([*chunks, stream.flush()]).float().cpu()
+    return torch.nn.functional.pad(out, (0, max(0, len(ref) - len(out))))[: len(ref)]
+
+
+def _plot(path: Path, name: str, mels: dict[str, np.ndarray], scores: dict[str, dict]) -> None:
+    matplotlib = _require("matplotlib", "spectrogram plots")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = [s for s in ("reference", "model", "gt-encoded") if s in mels]
+    fig, axes = plt.subplots(len(order), 1, figsize=(10, 2.4 * len(order)), sharex=True)
+    for ax, system in zip(np.atleast_1d(axes), order, strict=True):
+        mel = mels[system]
+        secs = len(mel) / audio.FRAME_RATE
+        im = ax.imshow(
+            mel.T,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=audio.LOG_FLOOR,
+            vmax=audio.SCALE_MAX,
+            extent=(0, secs, 0, mel.shape[1]),
+            interpolation="nearest",
+        )
+        s = scores.get(system, {})
+        bits = [f"{k} {s[k]:.3f}" for k in ("mel_l1", "lsd", "f1_onset_50") if _finite(s.get(k))]
+        ax.set_title(f"{system}" + (f"  ({', '.join(bits)})" if bits else ""), fontsize=9)
+        ax.set_ylabel("mel band")
+    np.atleast_1d(axes)[-1].set_xlabel("seconds")
+    fig.suptitle(f"{name}: log-mel (natural log)", fontsize=10)
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, float) and math.isfinite(v)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float | np.floating):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def check_dependencies(transcription: bool, embeddings: Sequence[str], plots: bool) -> None:
+    """Raise EvalDependencyError (naming the pip command) before any work if a package is missing."""
+    unknown = set(embeddings) - set(EMBEDDINGS)
+    if unknown:
+        raise ValueError(
+            f"unknown embedding {sorted(unknown)}; choose from {', '.join(EMBEDDINGS)}"
+        )
+    if transcription:
+        for m in ("mir_eval", "onnxruntime", "basic_pitch", "librosa", "pretty_midi"):
+            _require(m, "transcription F1")
+    if "aisfx" in embeddings:
+        for m in ("aisfx", "librosa"):
+            _require(m, "the aisfx embedding")
+    if plots:
+        _require("matplotlib", "spectrogram plots")
+
+
+class _Scorer:
+    """The tools evaluate() applies to every file: inverter, transcriber, embedders."""
+
+    def __init__(self, inverter: Any, transcription: bool, embeddings: Sequence[str]):
+        self.inverter = inverter
+        self.transcriber = BasicPitch() if transcription else None
+        self.embedders: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {}
+        if "aisfx" in embeddings:
+            aisfx = AisfxEmbedder()
+            self.embedders["aisfx"] = lambda wav, _mel: aisfx(wav)
+        if "mel-stats" in embeddings:
+            self.embedders["mel-stats"] = lambda _wav, mel: mel_stats_embedding(mel)
+        # {embedding: {system: [per-file embeddings [n, d]]}}, for the Fréchet distances
+        self.pools = {e: {s: [] for s in SYSTEMS} for e in self.embedders}
+
+    def systems(self, ref: torch.Tensor, rendered: Any, match_loudness: bool):
+        """(audio per system trimmed to the common span, gain in dB applied to each)."""
+        gt = encode_decode(ref, self.inverter)
+        n = min(len(ref), len(rendered.audio))
+        if n < audio.WIN:
+            raise EvalError("reference or rendering shorter than one frame")
+        wavs = {"model": torch.from_numpy(rendered.audio[:n]), "gt-encoded": gt[:n]}
+        wavs["reference"] = ref[:n]
+        gains = dict.fromkeys(SYSTEMS, 0.0)
+        if match_loudness:
+            ref_lufs = audio.loudness_lufs(wavs["reference"])
+            for s in ("model", "gt-encoded"):
+                wavs[s], gains[s] = _match_loudness(wavs[s], ref_lufs)
+        return wavs, gains
+
+    def score(self, wavs: dict, gains: dict, rendered: Any, notes: Sequence[Any]):
+        """{system: {metric: value}} and the log-mel of each system's audio."""
+        mels = {s: audio.log_mel(w).numpy() for s, w in wavs.items()}
+        ref_wav, ref_mel = wavs["reference"].numpy(), mels["reference"]
+        scores: dict[str, dict[str, float]] = {s: {} for s in SYSTEMS}
+        for s in ("model", "gt-encoded"):
+            scores[s]["mel_l1"] = mel_l1(ref_mel, mels[s])
+            scores[s]["lsd"] = log_spectral_distance(ref_wav, wavs[s].numpy())
+        # The generated mel itself (before the inverter), at the matched level.
+        direct = rendered.mel[: len(ref_mel)] + gains["model"] * math.log(10) / 20
+        scores["model"]["model_mel_l1"] = mel_l1(ref_mel, direct.clip(audio.LOG_FLOOR, None))
+        if self.transcriber is not None:
+            span = len(ref_wav) / audio.SAMPLE_RATE
+            ref_notes = note_array(notes)
+            ref_notes = ref_notes[ref_notes[:, 0] < span]  # only what the compared span holds
+            for s in SYSTEMS:
+                est = self.transcriber(wavs[s].numpy())
+                scores[s].update(transcription_scores(ref_notes, est[est[:, 0] < span]))
+                scores[s]["transcribed_notes"] = float(len(est))
+            scores["reference"]["midi_notes"] = float(len(ref_notes))
+        for e, fn in self.embedders.items():
+            for s in SYSTEMS:
+                self.pools[e][s].append(fn(wavs[s].numpy(), mels[s]))
+        return scores, mels
+
+    def frechet(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for e, pool in self.pools.items():
+            if pool["reference"]:
+                ref = np.concatenate(pool["reference"])
+                out[e] = {"n_embeddings": float(len(ref))}
+                for s in ("model", "gt-encoded"):
+                    out[e][s] = frechet_distance(ref, np.concatenate(pool[s]))
+        return out
+
+
+def evaluate(
+    model: LoadedModel,
+    midi_files: Sequence[str | os.PathLike],
+    *,
+    reference_audio: dict[str | os.PathLike, str | os.PathLike] | None = None,
+    synth_reference: Callable[[Path, Path], Path] | None = None,
+    options: RenderOptions | None = None,
+    out_dir: str | os.PathLike | None = None,
+    transcription: bool = True,
+    embeddings: Sequence[str] = EMBEDDINGS,
+    plots: bool = True,
+    match_loudness: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Render each MIDI file and score it (and the ground truth encoded) against reference audio.
+
+    Args:
+        model: a loaded model (`midisynth.weights.load_model`).
+        midi_files: MIDI paths.
+        reference_audio: {midi path: audio path}; files not in it use `<stem>.wav|.flac` beside the
+            MIDI file, else `synth_reference(midi, out_dir/reference/<name>.wav)` (e.g. a
+            `FluidSynthReference()`), else they fail with a one-line error.
+        options: render options (sampler, steps, seed, …).
+        out_dir: where `report.json`, `<name>.png` (reference / model / gt-encoded log-mels) and
+            `audio/<name>.<system>.wav` go; None writes nothing (synthesized references then go to
+            a temporary folder).
+        transcription, embeddings, plots: which metric groups to compute (see the module doc).
+        match_loudness: scale each system's audio to the reference's integrated loudness first.
+        log: receives one progress line per file.
+    Returns:
+        The report (JSON-ready; NaN → None): {"model", "options", "settings", "files": [{"file",
+        "reference", "seconds", "gain_db", "scores": {system: {metric: value}}} or {"file",
+        "error"}], "summary": {system: {metric: mean over files}}, "frechet": {embedding:
+        {system: distance, "n_embeddings"}}, "n_ok", "n_failed"}.
+    """
+    import dataclasses
+    import tempfile
+
+    from .inverter import load_inverter
+    from .midi import MidiError, read_midi
+    from .render import RenderOptions, render
+
+    options = options or RenderOptions()
+    check_dependencies(transcription, embeddings, plots and out_dir is not None)
+    paths = [Path(p) for p in midi_files]
+    refs = {Path(k).resolve(): Path(v) for k, v in (reference_audio or {}).items()}
+    out = Path(out_dir) if out_dir is not None else None
+    tmp = tempfile.TemporaryDirectory(prefix="midisynth-eval-") if out is None else None
+    work = out if out is not None else Path(tmp.name)  # type: ignore[union-attr]
+    if out is not None:
+        (out / "audio").mkdir(parents=True, exist_ok=True)
+    say = log or (lambda _m: None)
+    inverter = load_inverter(options.inverter or model.inverter, device=model.device)
+    scorer = _Scorer(inverter, transcription, embeddings)
+
+    files: list[dict[str, Any]] = []
+    try:
+        for path, name in zip(paths, _unique_names(paths), strict=True):
+            entry: dict[str, Any] = {"file": str(path), "name": name}
+            files.append(entry)
+            try:
+                ref_path = refs.get(path.resolve()) or find_reference(path)
+                if ref_path is None:
+                    if synth_reference is None:
+                        raise EvalError(
+                            f"no reference audio ({'/'.join(REFERENCE_EXTS)} beside the MIDI "
+                            "file) and no synthesizer given"
+                        )
+                    ref_path = synth_reference(path, work / "reference" / f"{name}.wav")
+                    entry["reference_source"] = repr(synth_reference)
+                entry["reference"] = str(ref_path)
+                score = read_midi(path)
+                rendered = render(model, score, options)
+                wavs, gains = scorer.systems(audio.read_audio(ref_path), rendered, match_loudness)
+                scores, mels = scorer.score(wavs, gains, rendered, score.notes)
+                entry.update(seconds=len(wavs["reference"]) / audio.SAMPLE_RATE, gain_db=gains)
+                entry["scores"] = scores
+                if out is not None:
+                    _save(out, name, wavs, mels, scores, plots)
+                say(f"{name}: {_one_line(scores)}")
+            except (EvalError, MidiError, OSError, ValueError, RuntimeError) as e:
+                entry["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+                say(f"{name}: FAILED: {entry['error']}")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+    ok = [f for f in files if "scores" in f]
+    summary = {
+        s: {
+            k: _nanmean([f["scores"][s].get(k, math.nan) for f in ok])
+            for k in sorted({k for f in ok for k in f["scores"][s]})
+        }
+        for s in SYSTEMS
+    }
+    report = {
+        "model": model.name,
+        "options": dataclasses.asdict(options),
+        "settings": {
+            "match_loudness": match_loudness,
+            "transcriber": "basic-pitch 0.4.0 (ONNX)" if transcription else None,
+            "onset_tolerances_s": list(ONSET_TOLERANCES),
+            "embeddings": list(scorer.embedders),
+            "inverter": getattr(inverter, "name", str(inverter)),
+        },
+        "files": files,
+        "summary": summary,
+        "frechet": scorer.frechet(),
+        "n_ok": len(ok),
+        "n_failed": len(files) - len(ok),
+    }
+    report = _jsonable(report)
+    if out is not None:
+        tmp_json = out / ".report.json.tmp"
+        tmp_json.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp_json, out / "report.json")
+    return report
+
+
+def _save(out: Path, name: str, wavs: dict, mels: dict, scores: dict, plots: bool) -> None:
+    from .audio import ClippingWarning
+
+    with warnings.catch_warnings():  # loudness-matched audio may peak above 0 dBFS: scaled down
+        warnings.simplefilter("ignore", ClippingWarning)
+        for s in ("model", "gt-encoded"):
+            audio.write_audio(out / "audio" / f"{name}.{s}.wav", wavs[s], on_clip="scale")
+    if plots:
+        _plot(out / f"{name}.png", name, mels, scores)
+
+
+def _nanmean(values: list[float]) -> float:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def _one_line(scores: dict[str, dict[str, float]]) -> str:
+    m = scores["model"]
+    parts = [f"mel L1 {m['mel_l1']:.3f}", f"LSD {m['lsd']:.2f} dB"]
+    if _finite(m.get("f1_onset_50")):
+        ceiling = scores["reference"]["f1_onset_50"]
+        parts.append(f"note F1 {m['f1_onset_50']:.2f} (reference audio {ceiling:.2f})")
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Report table and the CLI entry
+
+ROWS = (
+    ("mel_l1", "log-mel L1 (nats)"),
+    ("model_mel_l1", "  … generated mel, before inverter"),
+    ("lsd", "log-spectral distance (dB)"),
+    ("f1_onset_50", "note F1, onset 50 ms"),
+    ("f1_onoff_50", "note F1, onset+offset 50 ms"),
+    ("f1_onset_100", "note F1, onset 100 ms"),
+    ("f1_onoff_100", "note F1, onset+offset 100 ms"),
+)
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    """The summary table (means over files; Fréchet distances over the set) with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    fd = report.get("frechet") or {}
+    title = f"{report['model']}: {report['n_ok']} file(s)"
+    table = Table(title=title + (f", {report['n_failed']} failed" if report["n_failed"] else ""))
+    table.add_column("metric (↓ lower / ↑ higher is better)")
+    for s in SYSTEMS:
+        table.add_column(s, justify="right")
+
+    def cell(v: Any) -> str:
+        return f"{v:.3f}" if _finite(v) else "—"
+
+    summary = report["summary"]
+    for key, label in ROWS:
+        if any(key in summary.get(s, {}) for s in SYSTEMS):
+            arrow = "↑" if key.startswith("f1") else "↓"
+            table.add_row(f"{label} {arrow}", *(cell(summary[s].get(key)) for s in SYSTEMS))
+    for e, d in fd.items():
+        label = f"Fréchet distance, {e} ({int(d['n_embeddings'])} emb.) ↓"
+        table.add_row(label, cell(d.get("model")), cell(d.get("gt-encoded")), "0")
+    console.print(table)
+    for f in report["files"]:
+        if "error" in f:
+            console.print(f"[red]failed[/] {f['file']}: {f['error']}")
+
+
+def evaluate_command(
+    folder: str | os.PathLike,
+    model: str | None = None,
+    limit: int | None = None,
+    out_dir: str | os.PathLike | None = None,
+    sampler: str = "dpmpp-2m",
+    steps: int | None = None,
+    seed: int = 0,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    soundfont: str | os.PathLike | None = None,
+    transcription: bool = True,
+    embeddings: Sequence[str] = EMBEDDINGS,
+    console: Console | None = None,
+) -> int:
+    """`midisynth evaluate`: evaluate a model on a MIDI file or folder; returns the exit code.
+
+    References: `<stem>.wav|.flac` beside each MIDI file, else FluidSynth + a SoundFont
+    (`soundfont`, $MIDISYNTH_SOUNDFONT or Debian's FluidR3_GM). Writes `out_dir/report.json`, one
+    PNG per file and the rendered audio (default out_dir: ./midisynth-eval). Exit 0 when every file
+    was scored, 1 when some failed, 2 on a usage or set-up error (nothing evaluated).
+    """
+    from rich.console import Console
+
+    from .inverter import InverterError
+    from .midi import MidiError
+    from .render import RenderOptions, iter_files, resolve_device, resolve_dtype
+    from .weights import ModelError, load_model
+
+    console = console or Console(stderr=True, highlight=False)
+    out = Console(highlight=False)
+
+    def fail(msg: str) -> int:
+        console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
+        return 2
+
+    src = Path(folder)
+    if not src.exists():
+        return fail(f"not found: {src}")
+    files = [src] if src.is_file() else list(iter_files(src))
+    if limit is not None:
+        files = files[: max(0, limit)]
+    if not files:
+        return fail(f"no MIDI files (.mid, .midi, .kar) under {src}")
+    try:
+        check_dependencies(transcription, embeddings, True)
+        options = RenderOptions(sampler=sampler, steps=steps, seed=seed, device=device, dtype=dtype)
+        options.n_steps()
+        synth: FluidSynthReference | None = None
+        if any(find_reference(f) is None for f in files):
+            synth = FluidSynthReference(soundfont)  # raises a clear error when absent
+        dev = resolve_device(device)
+        loaded = load_model(model, device=dev, dtype=resolve_dtype(dtype, dev))
+    except (EvalDependencyError, EvalError, ModelError, InverterError, MidiError, ValueError) as e:
+        return fail(str(e).splitlines()[0])
+    dst = Path(out_dir) if out_dir is not None else Path("midisynth-eval")
+    console.print(
+        f"evaluating {loaded.name} on {len(files)} file(s), {options.sampler} "
+        f"{options.n_steps()} steps, seed {seed}; references: "
+        + (f"beside the MIDI files, else {synth!r}" if synth else "beside the MIDI files")
+    )
+    try:
+        report = evaluate(
+            loaded,
+            files,
+            synth_reference=synth,
+            options=options,
+            out_dir=dst,
+            transcription=transcription,
+            embeddings=embeddings,
+            log=lambda m: console.print(m, highlight=False),
+        )
+    except (EvalDependencyError, InverterError) as e:
+        return fail(str(e).splitlines()[0])
+    print_report(report, out)
+    console.print(f"report: {dst / 'report.json'}")
+    return 1 if report["n_failed"] or not report["n_ok"] else 0
