@@ -261,9 +261,9 @@ def render_jobs(
     progress: ProgressFn | None = None,
 ) -> None:
     """The segment loop over several files at once: segment i of each file in one batch."""
-    spec = options.inverter or model.inverter
-    for j in jobs:
-        j.inverter = StreamingInverter(load_inverter(spec, device=model.device))
+    inverter = load_inverter(options.inverter or model.inverter, device=model.device)
+    for j in jobs:  # stateless inverter shared; the streaming state is per file
+        j.inverter = StreamingInverter(inverter)
     total = sum(len(j.segments) for j in jobs) * audio.SEGMENT_SECONDS
     done = 0.0
     for i in range(max((len(j.segments) for j in jobs), default=0)):
