@@ -1,0 +1,196 @@
+"""Quality and speed of a trained model against two baselines, on held-out pieces of a data cache.
+
+    python benchmarks/bundled_model_eval.py --model weights/midisynth-small --cache CACHE \
+        --cache HELDOUT --per-source 6 --seconds 30.7 --threads 1
+
+For each held-out (``val``) piece of the caches (up to --per-source per source), the notes actually synthesized (with their possibly
+randomized programs) are rendered by the model with ``render(...)`` (sampler dpmpp-2m, 20 steps by
+default, Griffin-Lim inversion as shipped), and its ``.mel`` is compared with the reference
+synthesizer's log-mel of the same notes (the cache) by the mean absolute difference in log-mel
+units over the first ``--seconds``. Baselines: the same architecture untrained (random init,
+seed 0), the training set's mean spectrum at every frame, and silence. Also prints the model size
+and the CPU real-time factor (render seconds / audio seconds, inversion included), and a
+score-following check on one MIDI file (``--midi``, default examples/melody_chords.mid): for every
+frame with notes sounding, is the strongest pitch class of the rendered audio's chromagram one of
+the pitch classes the score plays (chance ≈ active classes / 12)? Chroma comes from a 4096-point
+STFT of the audio (55–2000 Hz), so it is independent of the model's mel resolution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from midisynth import audio, data, weights
+from midisynth.midi import Score, read_midi
+from midisynth.model import SpectrogramDiffusion
+from midisynth.render import RenderOptions, render
+
+
+def score_of(notes: np.ndarray, seconds: float) -> Score:
+    """A Score holding the notes that start before ``seconds`` (ends cut there)."""
+    arr = notes[notes[:, 0] < seconds].copy()
+    arr[:, 1] = np.minimum(arr[:, 1], seconds)
+    ns = data.array_to_notes(arr)
+    total = max(n.end for n in ns)
+    return Score(ns, total, [], [], [], [], 0, 480, [])
+
+
+def untrained(model: weights.LoadedModel) -> weights.LoadedModel:
+    torch.manual_seed(0)
+    net = SpectrogramDiffusion(model.config).eval().requires_grad_(False)
+    return dataclasses.replace(model, model=net, name="untrained")
+
+
+def chroma_accuracy(wave: np.ndarray, notes: list, hop: int = audio.HOP) -> tuple[float, float]:
+    """(fraction of sounding frames whose strongest pitch class is played, chance level)."""
+    x = torch.as_tensor(wave, dtype=torch.float32)
+    spec = torch.stft(x, 4096, hop, window=torch.hann_window(4096), return_complex=True).abs()
+    freqs = torch.fft.rfftfreq(4096, 1 / audio.SAMPLE_RATE)
+    band = (freqs >= 55) & (freqs <= 2000)
+    pc = (torch.round(12 * torch.log2(freqs[band] / 440.0)).long() + 9) % 12  # 0 = C
+    chroma = torch.zeros(12, spec.shape[1]).index_add_(0, pc, spec[band])  # (12, T)
+    hits, chance, n = 0, 0.0, 0
+    for f in range(spec.shape[1]):
+        t = f * hop / audio.SAMPLE_RATE
+        active = {nt.pitch % 12 for nt in notes if not nt.is_drum and nt.start + 0.05 <= t < nt.end}
+        if not active or chroma[:, f].sum() <= 0:
+            continue
+        hits += int(int(chroma[:, f].argmax()) in active)
+        chance += len(active) / 12
+        n += 1
+    return hits / max(n, 1), chance / max(n, 1)
+
+
+def onset_f1(mel: np.ndarray, notes: list, tol: float = 0.05) -> float:
+    """F-measure of spectral-flux peaks (log-mel, 20 ms frames) against the score's onset times."""
+    flux = np.maximum(np.diff(mel, axis=0), 0).sum(1)  # (T-1,) novelty; frame i+1 vs i
+    thr = flux.mean() + flux.std()
+    peaks = [
+        i + 1
+        for i in range(1, len(flux) - 1)
+        if flux[i] > thr and flux[i] >= flux[i - 1] and flux[i] >= flux[i + 1]
+    ]
+    est = np.array(peaks) / audio.FRAME_RATE
+    ref = np.unique(np.round([n.start for n in notes], 2))
+    if not len(est) or not len(ref):
+        return 0.0
+    hit_ref = sum(bool(np.any(np.abs(est - r) <= tol)) for r in ref)
+    hit_est = sum(bool(np.any(np.abs(ref - e) <= tol)) for e in est)
+    p, r = hit_est / len(est), hit_ref / len(ref)
+    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument(
+        "--cache", action="append", required=True, help="repeatable; mean spectrum from the first"
+    )
+    ap.add_argument("--per-source", type=int, default=6, help="held-out pieces per source")
+    ap.add_argument("--seconds", type=float, default=30.7)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--sampler", default="dpmpp-2m")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--midi", default="examples/melody_chords.mid")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = weights.load_model(args.model)
+    base = untrained(model)
+    opts = RenderOptions(
+        sampler=args.sampler, steps=args.steps, tail=0.0, device="cpu", dtype="float32"
+    )
+    n_params = sum(p.numel() for p in model.model.parameters())
+    size_mb = sum((Path(model.path) / f).stat().st_size for f in model.meta["files"]) / 2**20
+    print(f"model {args.model}: {n_params / 1e6:.2f} M parameters, {size_mb:.1f} MiB of weights")
+
+    train = data.load_cache(args.cache[0], "train")
+    # (128,) mean log-mel of every 10th training frame
+    mean_spec = np.concatenate([p.mel[::10].astype(np.float32) for p in train]).mean(0)
+    held = sorted((p for c in args.cache for p in data.load_cache(c, "val")), key=lambda p: p.name)
+    val = []
+    for src in sorted({p.source for p in held}):
+        val += [p for p in held if p.source == src][: args.per_source]
+
+    rows, render_s, audio_s = [], 0.0, 0.0
+    for p in val:
+        score = score_of(p.notes, args.seconds)
+        ref = p.mel.astype(np.float32)
+        row = {"piece": p.name}
+        for name, m in (("model", model), ("untrained", base)):
+            t0 = time.perf_counter()
+            res = render(m, score, opts)
+            dt = time.perf_counter() - t0
+            n = min(len(res.mel), len(ref), int(args.seconds * audio.FRAME_RATE))
+            row[name] = float(np.abs(res.mel[:n] - ref[:n]).mean())
+            if name == "model":
+                render_s += dt
+                audio_s += len(res.audio) / audio.SAMPLE_RATE
+        row["mean_spectrum"] = float(np.abs(mean_spec[None] - ref[:n]).mean())
+        row["silence"] = float(np.abs(audio.LOG_FLOOR - ref[:n]).mean())
+        rows.append(row)
+        print(
+            f"{p.name:48} model {row['model']:.3f}  untrained {row['untrained']:.3f}  "
+            f"mean-spectrum {row['mean_spectrum']:.3f}  silence {row['silence']:.3f}",
+            flush=True,
+        )
+    summary = {
+        k: float(np.mean([r[k] for r in rows]))
+        for k in ("model", "untrained", "mean_spectrum", "silence")
+    }
+    print(
+        "mean log-mel L1 over",
+        len(rows),
+        "held-out pieces:",
+        json.dumps({k: round(v, 3) for k, v in summary.items()}),
+    )
+    rtf = render_s / audio_s
+    print(
+        f"CPU real-time factor ({args.threads} thread(s), {args.sampler} {args.steps} steps, Griffin-Lim): {rtf:.3f}"
+    )
+
+    score = read_midi(args.midi)
+    follow, onsets = {}, {}
+    for name, m in (("model", model), ("untrained", base)):
+        res = render(m, args.midi, dataclasses.replace(opts, tail=1.0))
+        follow[name], chance = chroma_accuracy(res.audio, score.notes)
+        onsets[name] = onset_f1(res.mel, score.notes)
+    with __import__("contextlib").suppress(FileNotFoundError):
+        wave, _ = data.synthesize(score.notes, score.total_time + 1.0)
+        follow["fluidsynth_reference"], _ = chroma_accuracy(wave, score.notes)
+        onsets["fluidsynth_reference"] = onset_f1(data.mel_of(wave).astype(np.float32), score.notes)
+    follow["chance"] = chance
+    print(
+        f"onset F1 (spectral-flux peaks within 50 ms of score onsets): {json.dumps({k: round(v, 3) for k, v in onsets.items()})}"
+    )
+    print(
+        f"score following on {args.midi} (strongest pitch class is played):",
+        json.dumps({k: round(v, 3) for k, v in follow.items()}),
+    )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "pieces": rows,
+                    "l1": summary,
+                    "rtf": rtf,
+                    "threads": args.threads,
+                    "score_following": follow,
+                    "onset_f1": onsets,
+                    "parameters": n_params,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,862 @@
+"""Training data: MIDI + audio (real or synthesized) → (note tokens, context mel, target mel).
+
+One training example (spec §5.1, §5.4) is one 256-frame target segment on the renderer's grid
+(segment i = frames [256·i, 256·i + 256) of the piece):
+
+* ``tokens``: the segment's note tokens (tie section, events, EOS), as ``render`` makes them;
+* ``context`` / ``context_mask``: the ≤ 256 frames of *real* audio just before the target, scaled to
+  [-1, 1], left-aligned with the mask True on the valid frames (the context encoder numbers
+  positions from the last valid frame, so a short context reads as "immediately before"); segment
+  0 of a piece gets no context (mask all False), exactly as the first rendered segment;
+* ``target``: the segment's log-mel scaled to [-1, 1], padded with silence after the piece ends.
+
+Classifier-free-guidance dropout (probability 0.1) replaces the tokens by PAD and the context mask
+by all False. Alignment augmentation: each example shifts the whole piece later by a random number
+of frames (prepending silence and moving the notes), so targets see every phase of the music
+relative to the segment grid. Log-mels are computed once per piece over the whole audio; because
+frame k only looks at samples [320k, 320k + 640), a slice of the whole-piece STFT equals the
+original's per-segment encoding (segment + ADDITIONAL_FRAMES_FOR_ENCODING following frames, first
+256 kept), and shifting by whole frames is exact.
+
+Audio sources
+-------------
+(a) A paired folder: every ``NAME.mid`` (or ``.midi``) with ``NAME.wav`` / ``NAME.flac`` (or
+    ``.ogg``) beside it, recursively. The audio must start at MIDI time 0 and may have any sample
+    rate or channel count (it is mixed to mono and resampled to 16 kHz). Programs are those of the
+    MIDI file, so they must describe the recorded instruments.
+(b) MIDI files synthesized with a General-MIDI SoundFont by the FluidSynth command-line program.
+    Why FluidSynth and not ``tinysoundfont`` (pip): FluidSynth is the reference SF2 implementation
+    (all SF2 modulators incl. velocity-to-filter, exclusive classes for hi-hats, GM drum kits), is
+    packaged by every Linux distribution with the FluidR3_GM SoundFont, renders 16 kHz at ~100×
+    real time, and running it as a subprocess gives a hard timeout. It is a training-time tool
+    only: nothing at render time needs it, and tests skip the synth path when it is absent.
+    Each piece is re-written as a plain MIDI file from its notes (sustain pedal already applied,
+    programs possibly randomized, every channel closed with All-Notes-Off/All-Sound-Off at the
+    piece end + 1 s), so the audio matches the tokens exactly and has a bounded length.
+    SoundFont: the ``soundfont`` argument, else ``$MIDISYNTH_SOUNDFONT``, else the Debian path
+    ``/usr/share/sounds/sf2/FluidR3_GM.sf2`` (package ``fluid-soundfont-gm``).
+(c) Procedurally generated multi-instrument pieces (random chord progressions, bass lines,
+    melodies, arpeggios, single-note sweeps over the whole range and drum patterns over ~100 GM
+    programs), synthesized as in (b).
+
+Program randomization (synthesized sources): per piece, with probability ``keep_programs`` the
+file's own programs are kept; otherwise every pitched instrument (track/channel/program) gets a
+random GM program 0..111 (no percussive/sound-effect programs), so piano-only corpora teach every
+instrument.
+
+Cache: ``build_cache`` renders a corpus once into ``train-NNNNN.npz`` / ``val-NNNNN.npz`` shards
+(per piece: float16 log-mel [F, 128] and the notes actually rendered as a float64 [N, 6] array
+``start, end, pitch, velocity, program, is_drum``) plus ``index.json``; the validation split is by
+file (a stable hash of its name). ``python -m midisynth.data --help`` builds one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import audio, tokens
+from .midi import MidiError, Note, read_midi
+from .programs import ProgramMap, get_program_map
+
+# ---- Data constants -------------------------------------------------------------------------------
+SEG = audio.SEGMENT_FRAMES  # 256 frames per target (and per context)
+TAIL_SECONDS = 1.0  # audio kept after the last note-off (= RenderOptions.tail)
+CFG_DROP_PROB = 0.1  # classifier-free-guidance dropout (spec §5.1)
+NOTE_COLUMNS = ("start", "end", "pitch", "velocity", "program", "is_drum")
+RANDOM_PROGRAMS = np.arange(112)  # GM 0..111: no percussive (112-119) or sound-effect programs
+DEBIAN_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+FLUIDSYNTH_GAIN = 0.4  # master gain; float WAV output, so loud passages are not clipped
+AUDIO_EXTS = (".wav", ".flac", ".ogg")
+MIDI_EXTS = (".mid", ".midi")
+_TICKS_PER_SECOND = 1920  # written MIDI: 960 ticks per beat at 120 qpm (0.52 ms resolution)
+
+
+# ---- Notes as arrays ------------------------------------------------------------------------------
+
+
+def notes_to_array(notes: Sequence[Note]) -> np.ndarray:
+    """Notes → float64 [N, 6] (columns NOTE_COLUMNS)."""
+    rows = [(n.start, n.end, n.pitch, n.velocity, n.program, float(n.is_drum)) for n in notes]
+    return np.asarray(rows, dtype=np.float64).reshape(-1, len(NOTE_COLUMNS))
+
+
+def array_to_notes(arr: np.ndarray, offset: float = 0.0) -> list[Note]:
+    """float [N, 6] → notes, times moved by ``offset`` seconds (instrument = program + 128·drum)."""
+    out = []
+    for s, e, p, v, prog, drum in arr.tolist():
+        out.append(
+            Note(
+                s + offset,
+                e + offset,
+                int(p),
+                int(v),
+                int(prog),
+                drum > 0.5,
+                int(prog + 128 * drum),
+            )
+        )
+    return out
+
+
+# ---- Synthesis ------------------------------------------------------------------------------------
+
+
+def find_soundfont(path: str | os.PathLike | None = None) -> Path:
+    """The SoundFont to synthesize with: ``path``, else $MIDISYNTH_SOUNDFONT, else the Debian one."""
+    for cand in (path, os.environ.get("MIDISYNTH_SOUNDFONT"), DEBIAN_SOUNDFONT):
+        if cand and Path(cand).is_file():
+            return Path(cand)
+        if cand and cand is not DEBIAN_SOUNDFONT:
+            raise FileNotFoundError(f"SoundFont not found: {cand}")
+    raise FileNotFoundError(
+        "no General-MIDI SoundFont: pass one, set MIDISYNTH_SOUNDFONT, or "
+        "`apt install fluid-soundfont-gm` (installs /usr/share/sounds/sf2/FluidR3_GM.sf2)"
+    )
+
+
+def find_fluidsynth() -> str:
+    exe = shutil.which("fluidsynth")
+    if exe is None:
+        raise FileNotFoundError("the fluidsynth program is needed: `apt install fluidsynth`")
+    return exe
+
+
+def assign_channels(notes: Sequence[Note]) -> tuple[list[Note], list[int]]:
+    """Give each instrument a MIDI channel; returns (notes as they will sound, channel per note).
+
+    Drums go to channel 9. Pitched instruments (by ``Note.instrument``, largest first) get the 15
+    other channels; beyond 15, an instrument shares the channel of its program if there is one,
+    else the least-used channel, taking over that channel's program (the returned notes say so).
+    """
+    free = [c for c in range(16) if c != 9]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, n in enumerate(notes):
+        if not n.is_drum:
+            groups.setdefault((n.instrument, n.program), []).append(i)
+    chan_prog: dict[int, int] = {}
+    use: dict[int, int] = {}
+    out, chans = list(notes), [9] * len(notes)
+    for (_, prog), idx in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        same = [c for c, p in chan_prog.items() if p == prog]
+        if free:
+            ch = free.pop(0)
+            chan_prog[ch], use[ch] = prog, 0
+        else:
+            ch = same[0] if same else min(use, key=use.get)
+        use[ch] += len(idx)
+        for i in idx:
+            chans[i] = ch
+            if notes[i].program != chan_prog[ch]:
+                n = notes[i]
+                out[i] = Note(
+                    n.start, n.end, n.pitch, n.velocity, chan_prog[ch], False, n.instrument
+                )
+    return out, chans
+
+
+def write_midi(notes: Sequence[Note], path: str | os.PathLike, end_time: float) -> list[Note]:
+    """Write notes as a format-0 MIDI file (120 qpm) that ends at ``end_time`` seconds.
+
+    Every used channel gets All-Notes-Off and All-Sound-Off at ``end_time``, so no synthesizer can
+    ring on past it. Returns the notes as written (programs folded when > 15 instruments).
+    """
+    import mido
+
+    notes, chans = assign_channels(notes)
+    end_tick = max(1, round(end_time * _TICKS_PER_SECOND))
+    ev: list[tuple[int, int, mido.Message]] = []  # (tick, order, message); order: off < on
+    progs = {c: n.program for n, c in zip(notes, chans, strict=True) if c != 9}
+    for c, p in progs.items():
+        ev.append((0, 0, mido.Message("program_change", channel=c, program=p)))
+    for n, c in zip(notes, chans, strict=True):
+        a = min(round(n.start * _TICKS_PER_SECOND), end_tick - 1)
+        b = min(max(round(n.end * _TICKS_PER_SECOND), a + 1), end_tick)
+        ev.append((a, 2, mido.Message("note_on", channel=c, note=n.pitch, velocity=n.velocity)))
+        ev.append((b, 1, mido.Message("note_off", channel=c, note=n.pitch, velocity=0)))
+    for c in sorted(set(chans)):
+        for cc in (123, 120):  # All Notes Off, All Sound Off
+            ev.append((end_tick, 3, mido.Message("control_change", channel=c, control=cc)))
+    ev.sort(key=lambda e: (e[0], e[1]))
+    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000, time=0)])
+    now = 0
+    for tick, _, msg in ev:
+        track.append(msg.copy(time=tick - now))
+        now = tick
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    mf = mido.MidiFile(type=0, ticks_per_beat=_TICKS_PER_SECOND // 2)
+    mf.tracks.append(track)
+    mf.save(os.fspath(path))
+    return notes
+
+
+def synthesize(
+    notes: Sequence[Note],
+    duration: float,
+    soundfont: str | os.PathLike | None = None,
+    *,
+    gain: float = FLUIDSYNTH_GAIN,
+    reverb: bool = False,
+    timeout: float | None = None,
+) -> tuple[np.ndarray, list[Note]]:
+    """Render notes with FluidSynth: (mono float32 audio [round(duration·16000)], notes as played).
+
+    Reverb and chorus are off by default (drier targets are easier for a small model). The
+    subprocess is killed after ``timeout`` seconds (default 60 + duration).
+    """
+    import soundfile as sf
+
+    exe, sf2 = find_fluidsynth(), find_soundfont(soundfont)
+    n_samples = round(duration * audio.SAMPLE_RATE)
+    with tempfile.TemporaryDirectory(prefix="midisynth-synth-") as tmp:
+        mid, wav = Path(tmp) / "in.mid", Path(tmp) / "out.wav"
+        played = write_midi(notes, mid, duration)
+        fx = [] if reverb else ["-R", "0", "-C", "0"]
+        cmd = [exe, "-ni", "-q", *fx, "-g", str(gain), "-r", str(audio.SAMPLE_RATE)]
+        cmd += ["-O", "float", "-T", "wav", "-F", str(wav), str(sf2), str(mid)]
+        subprocess.run(
+            cmd,
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout if timeout is not None else 60 + duration,
+        )
+        data, sr = sf.read(wav, dtype="float32", always_2d=True)
+    mono = data.mean(axis=1)
+    if sr != audio.SAMPLE_RATE:  # fluidsynth honours -r; never expected
+        mono = audio.resample(torch.from_numpy(mono), sr, audio.SAMPLE_RATE).numpy()
+    out = np.zeros(n_samples, np.float32)
+    out[: min(n_samples, len(mono))] = mono[:n_samples]
+    return out, played
+
+
+def randomize_programs(
+    notes: Sequence[Note], rng: np.random.Generator, keep_prob: float = 0.3
+) -> list[Note]:
+    """With probability ``keep_prob`` the notes unchanged, else one random program per instrument."""
+    if rng.random() < keep_prob:
+        return list(notes)
+    new: dict[int, int] = {}
+    out = []
+    for n in notes:
+        if n.is_drum:
+            out.append(n)
+            continue
+        p = new.setdefault(n.instrument, int(rng.choice(RANDOM_PROGRAMS)))
+        out.append(Note(n.start, n.end, n.pitch, n.velocity, p, False, n.instrument))
+    return out
+
+
+# ---- Procedural pieces ----------------------------------------------------------------------------
+
+_SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
+_DRUM_KIT = {"kick": 36, "snare": 38, "hat": 42, "open": 46, "crash": 49, "ride": 51, "tom": 45}
+
+
+def procedural_piece(rng: np.random.Generator, seconds: float = 30.0) -> list[Note]:
+    """A random multi-instrument piece of about ``seconds`` s (chords, bass, melody, drums, ...)."""
+    beat = 60.0 / rng.uniform(70, 170)
+    n_beats = max(4, int(seconds / beat) // 4 * 4)
+    root = int(rng.integers(0, 12))
+    scale = np.array(_SCALES[str(rng.choice(list(_SCALES)))])
+    degrees = rng.choice(
+        [0, 3, 4, 5, 1, 2, 6], size=n_beats // 4 + 1, p=[0.3, 0.15, 0.2, 0.15, 0.1, 0.05, 0.05]
+    )
+    notes: list[Note] = []
+    inst = 0
+
+    def add(
+        start: float, length: float, pitch: int, vel: int, prog: int, drum: bool = False
+    ) -> None:
+        if 0 <= pitch <= 127 and length > 0:
+            v = int(np.clip(vel, 1, 127))
+            notes.append(Note(start, start + length, pitch, v, prog, drum, inst + 128 * drum))
+
+    def chord_pitches(bar: int, base: int) -> list[int]:
+        d = int(degrees[bar])
+        return [base + root + int(scale[(d + k) % 7]) + 12 * ((d + k) // 7) for k in (0, 2, 4)]
+
+    parts = rng.choice(
+        ["chords", "arp", "bass", "melody", "sweep", "pad"], size=rng.integers(1, 5), replace=False
+    )
+    for part in parts:
+        prog = int(rng.choice(RANDOM_PROGRAMS))
+        vel = int(rng.integers(50, 120))
+        for bar in range(n_beats // 4):
+            t0 = bar * 4 * beat
+            if part == "chords":
+                hits = [0, 2] if rng.random() < 0.5 else [0, 1, 2, 3]
+                for h in hits:
+                    for p in chord_pitches(bar, 48):
+                        add(
+                            t0 + h * beat,
+                            beat * rng.uniform(0.5, 1.0) * (4 / len(hits)) / 2,
+                            p,
+                            vel + rng.integers(-10, 10),
+                            prog,
+                        )
+            elif part == "pad":
+                for p in chord_pitches(bar, 60):
+                    add(t0, 4 * beat * rng.uniform(0.8, 1.0), p, vel, prog)
+            elif part == "arp":
+                ps = chord_pitches(bar, 60)
+                for k in range(8):
+                    add(
+                        t0 + k * beat / 2,
+                        beat / 2 * rng.uniform(0.6, 1.0),
+                        ps[k % 3] + 12 * (k // 6),
+                        vel + rng.integers(-15, 15),
+                        prog,
+                    )
+            elif part == "bass":
+                p = chord_pitches(bar, 36)[0]
+                for q in range(4):
+                    add(
+                        t0 + q * beat,
+                        beat * rng.uniform(0.4, 0.95),
+                        p + (7 if q == 2 and rng.random() < 0.4 else 0),
+                        vel,
+                        prog,
+                    )
+            elif part == "melody":
+                t = 0.0
+                while t < 4:
+                    dur = float(rng.choice([0.5, 1.0, 1.0, 1.5, 2.0]))
+                    if rng.random() < 0.85:
+                        deg = int(rng.integers(0, 10))
+                        p = 60 + root + int(scale[deg % 7]) + 12 * (deg // 7)
+                        add(
+                            t0 + t * beat,
+                            dur * beat * rng.uniform(0.7, 1.0),
+                            p,
+                            vel + rng.integers(-20, 20),
+                            prog,
+                        )
+                    t += dur
+            elif part == "sweep":  # isolated notes anywhere in the range: pitch ↔ spectrum
+                for q in range(int(rng.integers(1, 5))):
+                    add(
+                        t0 + q * beat,
+                        beat * rng.uniform(0.3, 2.0),
+                        int(rng.integers(24, 104)),
+                        int(rng.integers(20, 127)),
+                        prog,
+                    )
+        inst += 1
+    if rng.random() < 0.5 or not notes:
+        pattern = {
+            k: rng.random(16) < p
+            for k, p in (("kick", 0.3), ("snare", 0.2), ("hat", 0.6), ("tom", 0.05), ("open", 0.05))
+        }
+        pattern["kick"][0] = True
+        for bar in range(n_beats // 4):
+            t0 = bar * 4 * beat
+            if bar % 4 == 0 and rng.random() < 0.5:
+                add(t0, 0.2, _DRUM_KIT["crash"], 100, 0, True)
+            for k, hits in pattern.items():
+                for s in np.flatnonzero(hits):
+                    add(t0 + s * beat / 4, 0.1, _DRUM_KIT[k], int(rng.integers(60, 127)), 0, True)
+    return notes
+
+
+# ---- Cache ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Piece:
+    """One cached piece: its whole log-mel and the notes that sound in it."""
+
+    name: str  # unique id, e.g. "freedoom/d_dm02.mid" or "procedural/00017"
+    source: str  # freedoom | pop909 | procedural | paired | ...
+    mel: np.ndarray  # [F, 128] float16 log-mel feature units (audio = notes' end + TAIL_SECONDS)
+    notes: np.ndarray  # [N, 6] float64, NOTE_COLUMNS
+
+    @property
+    def seconds(self) -> float:
+        return len(self.mel) / audio.FRAME_RATE
+
+
+@dataclass(frozen=True)
+class Job:
+    """One piece to render (picklable, for worker processes)."""
+
+    name: str
+    source: str
+    midi: str | None = None  # MIDI path (synthesized or paired)
+    audio: str | None = None  # paired audio path; None = synthesize
+    seed: int = 0  # procedural seed / program randomization seed
+    keep_programs: float = 0.3
+    soundfont: str | None = None
+    reverb: bool = False
+
+
+def is_validation(name: str, fraction: float) -> bool:
+    """Stable split by file: the first 8 hex digits of sha1(name) as a fraction below ``fraction``."""
+    return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 16**8 < fraction
+
+
+def paired_files(folder: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """(MIDI, audio) pairs of a paired folder: NAME.mid beside NAME.wav|flac|ogg, recursively."""
+    pairs = []
+    for mid in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in MIDI_EXTS):
+        for ext in AUDIO_EXTS:
+            wav = mid.with_suffix(ext)
+            if wav.is_file():
+                pairs.append((mid, wav))
+                break
+    return pairs
+
+
+def mel_of(wave: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Whole-piece log-mel [F, 128] float16 of 16 kHz mono audio."""
+    x = torch.as_tensor(wave, dtype=torch.float32)
+    return audio.log_mel(x, compute_dtype=torch.float32).numpy().astype(np.float16)
+
+
+def render_job(job: Job) -> Piece:
+    """Read/synthesize one piece and compute its log-mel (runs in a worker process)."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(
+        [job.seed, int(hashlib.sha1(job.name.encode()).hexdigest()[:8], 16)]
+    )
+    if job.audio is not None:  # paired: the file's own notes and programs
+        assert job.midi is not None
+        notes = read_midi(job.midi).notes
+        wave = audio.read_audio(job.audio).numpy()
+    else:
+        if job.midi is not None:
+            notes = randomize_programs(read_midi(job.midi).notes, rng, job.keep_programs)
+        else:
+            notes = procedural_piece(rng, float(rng.uniform(15, 45)))
+        duration = max(n.end for n in notes) + TAIL_SECONDS
+        wave, notes = synthesize(notes, duration, job.soundfont, reverb=job.reverb)
+    return Piece(job.name, job.source, mel_of(wave), notes_to_array(notes))
+
+
+def save_shard(path: Path, pieces: Sequence[Piece]) -> None:
+    """Pieces → one .npz: concatenated mels/notes with offsets, names and sources."""
+    mo = np.cumsum([0] + [len(p.mel) for p in pieces])
+    no = np.cumsum([0] + [len(p.notes) for p in pieces])
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(
+        tmp,
+        mel=np.concatenate([p.mel for p in pieces]) if pieces else np.zeros((0, 128), np.float16),
+        mel_offsets=mo,
+        notes=np.concatenate([p.notes for p in pieces]) if pieces else np.zeros((0, 6)),
+        note_offsets=no,
+        names=np.array([p.name for p in pieces]),
+        sources=np.array([p.source for p in pieces]),
+    )
+    os.replace(tmp, path)
+
+
+def load_shard(path: str | os.PathLike) -> list[Piece]:
+    with np.load(path) as z:
+        mel, mo, notes, no = z["mel"], z["mel_offsets"], z["notes"], z["note_offsets"]
+        names, sources = z["names"].tolist(), z["sources"].tolist()
+    return [
+        Piece(n, s, mel[mo[i] : mo[i + 1]], notes[no[i] : no[i + 1]])
+        for i, (n, s) in enumerate(zip(names, sources, strict=True))
+    ]
+
+
+def load_cache(folder: str | os.PathLike, split: str = "train") -> list[Piece]:
+    """All pieces of one split (``train`` or ``val``) of a cache folder."""
+    shards = sorted(Path(folder).glob(f"{split}-*.npz"))
+    if not shards:
+        raise FileNotFoundError(f"no {split}-*.npz shards in {folder}")
+    return [p for s in shards for p in load_shard(s)]
+
+
+def midi_jobs(
+    source: str,
+    root: str | os.PathLike,
+    *,
+    max_files: int | None = None,
+    seed: int = 0,
+    **job_args,
+) -> list[Job]:
+    """Jobs for the MIDI files under ``root`` (a random subset of ``max_files`` if given)."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in MIDI_EXTS)
+    if max_files is not None and max_files < len(files):
+        pick = np.random.default_rng(seed).choice(len(files), max_files, replace=False)
+        files = [files[i] for i in sorted(pick)]
+    return [
+        Job(f"{source}/{f.relative_to(root).as_posix()}", source, str(f), seed=seed, **job_args)
+        for f in files
+    ]
+
+
+@dataclass
+class CacheStats:
+    pieces: dict[str, int] = field(default_factory=dict)  # split → count
+    seconds: dict[str, float] = field(default_factory=dict)  # split → audio seconds
+    by_source: dict[str, float] = field(default_factory=dict)  # source → audio seconds
+    failed: list[str] = field(default_factory=list)  # "name: reason"
+
+
+def build_cache(
+    jobs: Iterable[Job],
+    out: str | os.PathLike,
+    *,
+    val_fraction: float = 0.04,
+    workers: int = 2,
+    shard_seconds: float = 4 * 3600,
+    settings: dict | None = None,
+    log=print,
+) -> CacheStats:
+    """Render every job once and write train/val shards + index.json into ``out``.
+
+    Pieces that fail (unreadable MIDI, synthesizer error or timeout) are skipped and listed.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = list(jobs)
+    stats = CacheStats()
+    buffers: dict[str, list[Piece]] = {"train": [], "val": []}
+    counters = {"train": 0, "val": 0}
+    t0 = time.time()
+
+    def flush(split: str, force: bool = False) -> None:
+        buf = buffers[split]
+        if buf and (force or sum(p.seconds for p in buf) >= shard_seconds):
+            save_shard(out / f"{split}-{counters[split]:05d}.npz", buf)
+            counters[split] += 1
+            buffers[split] = []
+
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [(j, pool.submit(render_job, j)) for j in jobs]
+        for k, (job, fut) in enumerate(futures):
+            try:
+                piece = fut.result()
+            except (MidiError, OSError, ValueError, subprocess.SubprocessError) as e:
+                stats.failed.append(f"{job.name}: {str(e).splitlines()[0] if str(e) else e}")
+                continue
+            split = "val" if is_validation(job.name, val_fraction) else "train"
+            buffers[split].append(piece)
+            stats.pieces[split] = stats.pieces.get(split, 0) + 1
+            stats.seconds[split] = stats.seconds.get(split, 0.0) + piece.seconds
+            stats.by_source[job.source] = stats.by_source.get(job.source, 0.0) + piece.seconds
+            flush(split)
+            if (k + 1) % 50 == 0 or k + 1 == len(futures):
+                h = sum(stats.seconds.values()) / 3600
+                log(f"[cache] {k + 1}/{len(futures)} pieces, {h:.2f} h, {time.time() - t0:.0f} s")
+    for split in buffers:
+        flush(split, force=True)
+    index = {
+        "pieces": stats.pieces,
+        "hours": {k: v / 3600 for k, v in stats.seconds.items()},
+        "hours_by_source": {k: v / 3600 for k, v in stats.by_source.items()},
+        "failed": stats.failed,
+        "val_fraction": val_fraction,
+        "wall_seconds": time.time() - t0,
+        "settings": settings or {},
+    }
+    (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return stats
+
+
+# ---- Examples ---------------------------------------------------------------------------------------
+
+
+def window_tokens(
+    notes: np.ndarray,
+    segment: int,
+    *,
+    shift: float = 0.0,
+    codec: tokens.Codec = tokens.DEFAULT_CODEC,
+    program_map: str | ProgramMap = "slakh",
+    max_length: int = tokens.MAX_TOKENS,
+) -> np.ndarray:
+    """Tokens of segment ``segment`` of the piece shifted later by ``shift`` seconds.
+
+    Equal to ``notes_to_segments(all notes shifted, ...)[segment]`` but encodes only the notes that
+    can matter: those still sounding at the segment start or starting in it, the latest-ending
+    earlier note of each of their (program, pitch) keys (with overlapping same-key notes, its late
+    offset switches the key off), and the note holding the piece's last event (segments after it
+    keep the reference's tail-tie quirk, as rendering does). Times are not re-based, so 10 ms
+    rounding is bit-identical to encoding the whole piece.
+    """
+    seg_s = tokens.SEGMENT_SECONDS
+    start, end = notes[:, 0] + shift, notes[:, 1] + shift
+    drum = notes[:, 5] > 0.5
+    t0 = segment * seg_s
+    if len(notes):
+        event_time = np.where(drum, start, end)  # a note's last event (drums have no offset)
+        last = int(np.argmax(event_time))
+        threshold = min(t0, float(event_time[last])) - 0.02
+        keep = (end >= threshold) & (start < t0 + seg_s)
+        keep[last] = True
+        table = np.asarray(get_program_map(program_map).table)
+        key = table[notes[:, 4].astype(np.int64)] * 128 + notes[:, 2].astype(np.int64)
+        early = np.flatnonzero(~keep & ~drum & (end < threshold))
+        early = early[np.isin(key[early], np.unique(key[keep & ~drum]))]
+        if len(early):
+            order = early[np.lexsort((end[early], key[early]))]
+            keep[order[np.r_[key[order][1:] != key[order][:-1], True]]] = True
+        notes = notes[keep]
+    segs = tokens.notes_to_segments(
+        array_to_notes(notes, shift),
+        t0 + seg_s,
+        codec=codec,
+        program_map=program_map,
+        max_length=max_length,
+    )
+    return segs[segment]
+
+
+@dataclass
+class Example:
+    tokens: np.ndarray  # [L] int64, EOS-terminated, unpadded (all PAD under CFG dropout)
+    context: np.ndarray  # [256, 128] float32 scaled to [-1, 1]
+    context_mask: np.ndarray  # [256] bool, True on the (left-aligned) valid frames
+    target: np.ndarray  # [256, 128] float32 scaled to [-1, 1]
+
+
+def _scaled(mel: np.ndarray) -> np.ndarray:
+    lo, hi = audio.SCALE_MIN, audio.SCALE_MAX
+    return (np.clip(mel.astype(np.float32), lo, hi) - lo) / (hi - lo) * 2 - 1
+
+
+def _frames(mel: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Frames [lo, hi) of ``mel``, silence outside it."""
+    out = np.full((hi - lo, mel.shape[1]), audio.LOG_FLOOR, np.float32)
+    a, b = max(lo, 0), min(hi, len(mel))
+    if b > a:
+        out[a - lo : b - lo] = mel[a:b]
+    return out
+
+
+def num_segments_shifted(piece: Piece, shift_frames: int) -> int:
+    return max(1, -(-(len(piece.mel) + shift_frames) // SEG))
+
+
+def make_example(
+    piece: Piece,
+    segment: int,
+    shift_frames: int = 0,
+    *,
+    codec: tokens.Codec = tokens.DEFAULT_CODEC,
+    program_map: str | ProgramMap = "slakh",
+    drop: bool = False,
+    max_length: int = tokens.MAX_TOKENS,
+) -> Example:
+    """Example for target segment ``segment`` of ``piece`` shifted later by ``shift_frames``.
+
+    ``drop``: classifier-free-guidance dropout (tokens all PAD, context mask all False).
+    """
+    k, lo = shift_frames, segment * SEG
+    # Shifted frame f is original frame f - k; frames before the piece (f < k) are prepended
+    # silence: part of a target, but never counted as real context audio.
+    target = _scaled(_frames(piece.mel, lo - k, lo + SEG - k))
+    context = np.full((SEG, piece.mel.shape[1]), _scaled(np.zeros(1))[0], np.float32)
+    mask = np.zeros(SEG, bool)
+    real_lo = max(lo - SEG, k)
+    n_valid = lo - real_lo if segment > 0 else 0
+    if n_valid > 0 and not drop:
+        context[:n_valid] = _scaled(_frames(piece.mel, real_lo - k, lo - k))
+        mask[:n_valid] = True
+    if drop:
+        ids = np.zeros(1, np.int64)
+    else:
+        ids = window_tokens(
+            piece.notes,
+            segment,
+            shift=k / audio.FRAME_RATE,
+            codec=codec,
+            program_map=program_map,
+            max_length=max_length,
+        )
+    return Example(ids, context, mask, target)
+
+
+@dataclass
+class Batch:
+    tokens: torch.Tensor  # (B, L) int64, PAD-padded to the longest row
+    context: torch.Tensor  # (B, 256, 128) float32
+    context_mask: torch.Tensor  # (B, 256) bool
+    target: torch.Tensor  # (B, 256, 128) float32
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            *(t.to(device) for t in (self.tokens, self.context, self.context_mask, self.target))
+        )
+
+
+def collate(examples: Sequence[Example]) -> Batch:
+    ids = tokens.pad_segments([e.tokens for e in examples], length=None)
+    return Batch(
+        torch.from_numpy(ids),
+        torch.from_numpy(np.stack([e.context for e in examples])),
+        torch.from_numpy(np.stack([e.context_mask for e in examples])),
+        torch.from_numpy(np.stack([e.target for e in examples])),
+    )
+
+
+class ExampleSampler:
+    """Random training examples from cached pieces: every segment of the corpus equally likely.
+
+    Each draw: a piece (∝ its segments), a shift of 0..255 frames, a segment of the shifted piece,
+    CFG dropout with ``cfg_drop``. Segments needing more than ``max_tokens`` tokens are redrawn
+    (their audio would hold notes the cut tokens do not), counted in ``rejected``.
+    """
+
+    def __init__(
+        self,
+        pieces: Sequence[Piece],
+        *,
+        codec: tokens.Codec = tokens.DEFAULT_CODEC,
+        program_map: str | ProgramMap = "slakh",
+        cfg_drop: float = CFG_DROP_PROB,
+        max_tokens: int = tokens.MAX_TOKENS,
+        shift: bool = True,
+    ) -> None:
+        if not pieces:
+            raise ValueError("no pieces to sample from")
+        self.pieces = list(pieces)
+        self.codec, self.program_map = codec, program_map
+        self.cfg_drop, self.max_tokens, self.shift = cfg_drop, max_tokens, shift
+        w = np.array([num_segments_shifted(p, SEG // 2) for p in self.pieces], np.float64)
+        self.weights = w / w.sum()
+        self.rejected = 0
+
+    def example(self, rng: np.random.Generator) -> Example:
+        with warnings.catch_warnings():
+            # Segments over 2048 tokens are cut (and warned about) by the tokenizer; they are
+            # over max_tokens too and get redrawn.
+            warnings.simplefilter("ignore", tokens.TokenOverflowWarning)
+            return self._example(rng)
+
+    def _example(self, rng: np.random.Generator) -> Example:
+        for _ in range(20):
+            piece = self.pieces[int(rng.choice(len(self.pieces), p=self.weights))]
+            k = int(rng.integers(0, SEG)) if self.shift else 0
+            seg = int(rng.integers(0, num_segments_shifted(piece, k)))
+            drop = bool(rng.random() < self.cfg_drop)
+            ex = make_example(
+                piece,
+                seg,
+                k,
+                codec=self.codec,
+                program_map=self.program_map,
+                drop=drop,
+            )
+            if len(ex.tokens) <= self.max_tokens:
+                return ex
+            self.rejected += 1
+        ex.tokens = np.concatenate([ex.tokens[: self.max_tokens - 1], [tokens.EOS_ID]])
+        return ex
+
+    def batch(self, rng: np.random.Generator, size: int) -> Batch:
+        return collate([self.example(rng) for _ in range(size)])
+
+    def batches(self, rng: np.random.Generator, size: int, pool: int = 4) -> list[Batch]:
+        """``pool`` batches from ``pool·size`` examples grouped by token count (little padding:
+        the notes encoder runs over the longest row of a batch), in random order."""
+        exs = sorted((self.example(rng) for _ in range(size * pool)), key=lambda e: len(e.tokens))
+        groups = [exs[i : i + size] for i in range(0, len(exs), size)]
+        return [collate(groups[i]) for i in rng.permutation(len(groups))]
+
+
+def fixed_examples(
+    pieces: Sequence[Piece], n: int, seed: int = 1234, **sampler_args
+) -> list[Example]:
+    """A deterministic set of ``n`` examples (no CFG dropout), e.g. for validation."""
+    sampler = ExampleSampler(pieces, cfg_drop=0.0, **sampler_args)
+    rng = np.random.default_rng(seed)
+    return [sampler.example(rng) for _ in range(n)]
+
+
+# ---- Command line ------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m midisynth.data OUT --midi NAME=DIR[:MAX] --paired DIR --procedural N``."""
+    ap = argparse.ArgumentParser(
+        prog="python -m midisynth.data", description="Build a training cache."
+    )
+    ap.add_argument("out", type=Path, help="cache folder to write")
+    ap.add_argument(
+        "--midi",
+        action="append",
+        default=[],
+        metavar="NAME=DIR[:MAX_FILES]",
+        help="MIDI folder to synthesize (repeatable), e.g. freedoom=../shared/midi/freedoom",
+    )
+    ap.add_argument(
+        "--paired",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder of NAME.mid + NAME.wav|flac pairs (repeatable)",
+    )
+    ap.add_argument("--procedural", type=int, default=0, help="number of generated pieces")
+    ap.add_argument("--soundfont", default=None)
+    ap.add_argument("--keep-programs", type=float, default=0.3)
+    ap.add_argument("--reverb", action="store_true")
+    ap.add_argument("--val-fraction", type=float, default=0.04)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    sf2 = str(find_soundfont(args.soundfont)) if (args.midi or args.procedural) else None
+    common = dict(keep_programs=args.keep_programs, soundfont=sf2, reverb=args.reverb)
+    jobs: list[Job] = []
+    for spec in args.midi:
+        name, _, rest = spec.partition("=")
+        folder, _, limit = rest.partition(":")
+        jobs += midi_jobs(
+            name, folder, max_files=int(limit) if limit else None, seed=args.seed, **common
+        )
+    for folder in args.paired:
+        jobs += [
+            Job(f"paired/{m.relative_to(folder).as_posix()}", "paired", str(m), str(w))
+            for m, w in paired_files(folder)
+        ]
+    jobs += [
+        Job(f"procedural/{i:05d}", "procedural", None, seed=args.seed + i, **common)
+        for i in range(args.procedural)
+    ]
+    settings = {
+        "midi": args.midi,
+        "paired": args.paired,
+        "procedural": args.procedural,
+        "soundfont": Path(sf2).name if sf2 else None,
+        "keep_programs": args.keep_programs,
+        "reverb": args.reverb,
+        "gain": FLUIDSYNTH_GAIN,
+        "tail_seconds": TAIL_SECONDS,
+        "seed": args.seed,
+    }
+    stats = build_cache(
+        jobs, args.out, val_fraction=args.val_fraction, workers=args.workers, settings=settings
+    )
+    print(
+        json.dumps(
+            {
+                "pieces": stats.pieces,
+                "hours": {k: round(v / 3600, 3) for k, v in stats.seconds.items()},
+                "failed": len(stats.failed),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,581 @@
+"""TrainConfig and one linear training loop for the spectrogram-diffusion model (spec §5.1).
+
+    python -m midisynth.train --data CACHE --out weights/my-model --model cpu-small --steps 2000
+
+Objective: ε-prediction with L1 loss at a continuous cosine noise time τ ~ U[0, 1) per example,
+classifier-free-guidance dropout 0.1 (done by the data sampler), AdamW with linear warmup and a
+cosine decay, gradient clipping, an exponential moving average (EMA) of the weights that is what
+gets saved, bf16 autocast on CUDA (optional on CPUs with native bf16). A model trained from scratch
+starts with its decoder passing the noisy input through (``skip_init``: ε̂ ≈ z, the exact answer at
+high noise), which a small, briefly trained model otherwise learns too slowly for sampling to work.
+The validation loss uses a fixed set of held-out examples, a fixed τ grid and fixed noise, so it is
+comparable across runs.
+
+A run writes a midisynth model folder (``weights.save_model``: EMA weights in safetensors shards,
+config.json with codec, program map, inverter and provenance), plus, unless disabled, the raw
+weights and AdamW moments in ``training_state-*.safetensors`` (not listed in ``files``, so
+``load_model`` ignores them) and ``train_log.csv``. ``resume`` continues from such a folder — or from
+any midisynth folder, e.g. the bundled model, without optimizer state — keeping its codec and
+program map (the token layout must not change under a trained model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import data, diffusion, tokens, weights
+from .data import CFG_DROP_PROB
+from .model import ModelConfig, SpectrogramDiffusion
+
+# Model sizes by name; "cpu-wide" is the bundled model's (d_model > 128 mel bins: see skip_init).
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(
+        d_model=64, num_heads=2, d_kv=32, d_ff=128, num_encoder_layers=2, num_decoder_layers=2
+    ),
+    "cpu-small": dict(
+        d_model=128, num_heads=4, d_kv=32, d_ff=256, num_encoder_layers=3, num_decoder_layers=3
+    ),
+    "cpu-wide": dict(
+        d_model=192, num_heads=4, d_kv=48, d_ff=384, num_encoder_layers=3, num_decoder_layers=3
+    ),
+    "cpu-medium": dict(
+        d_model=256, num_heads=4, d_kv=64, d_ff=512, num_encoder_layers=4, num_decoder_layers=4
+    ),
+    "small": dict(
+        d_model=512, num_heads=6, d_kv=64, d_ff=1024, num_encoder_layers=8, num_decoder_layers=8
+    ),
+    "base": {},
+}
+STATE_PREFIX = "training_state"  # raw weights + optimizer moments; never matches model*.safetensors
+VAL_TAUS = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)  # fixed validation grid
+LOG_FIELDS = ("step", "elapsed_s", "lr", "loss", "grad_norm", "examples_per_s", "val_loss")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Paths may be str or Path."""
+
+    data: str = "cache"  # cache folder written by `python -m midisynth.data`
+    out: str = "runs/model"  # model folder to write (checkpoints overwrite it)
+    name: str = "midisynth-model"  # model name recorded in config.json
+    description: str = "midisynth model trained with midisynth.train"
+    resume: str | None = None  # midisynth model folder to continue from (weights [+ optimizer])
+    model: str = "cpu-wide"  # MODEL_PRESETS name (ignored when resuming)
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"d_model": 192}
+    dropout: float = 0.0  # model dropout while training (0.1 in the original; 0 for short runs)
+    skip_init: bool = True  # start the decoder as eps(z) = z (see skip_init); from scratch only
+    loss_weighting: str = "eps"  # "eps": plain L1 on ε (spec); "v": ×min(1/α, 20), see loss_weight
+    num_velocity_bins: int = 8  # codec velocity resolution (ignored when resuming)
+    program_map: str = "identity"  # program mapping (ignored when resuming)
+    max_tokens: int = 1024  # examples needing more note tokens are redrawn
+    length_buckets: int = 4  # batches drawn together and grouped by token count (less padding)
+    batch_size: int = 16
+    lr: float = 1e-3  # peak AdamW learning rate
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    steps: int = 2000  # optimizer steps in this run
+    max_minutes: float | None = None  # stop (and save) after this much wall time
+    ema_decay: float = 0.998
+    grad_clip: float = 1.0  # max global gradient norm
+    cfg_drop: float = CFG_DROP_PROB
+    val_every: int = 200  # steps between validation losses
+    val_examples: int = 32
+    log_every: int = 20
+    checkpoint_minutes: float = 10.0  # save the folder at least this often
+    save_optimizer: bool = True  # write training_state-*.safetensors (resumable)
+    seed: int = 0
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: str = "auto"  # auto (CUDA only) | on | off
+
+
+# --------------------------------------------------------------------------------------------
+# Setup
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _use_bf16(setting: str, device: torch.device) -> bool:
+    if setting == "auto":
+        return device.type == "cuda"
+    return setting == "on"
+
+
+def hardware() -> str:
+    """One line naming the machine (GPU name, else CPU model and cores)."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA)"
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def build_model(config: TrainConfig, codec: tokens.Codec) -> SpectrogramDiffusion:
+    dims = {**MODEL_PRESETS[config.model], **config.model_overrides}
+    mc = ModelConfig(**dims, vocab_size=codec.vocab_size, dropout=config.dropout)
+    model = SpectrogramDiffusion(mc)
+    if config.skip_init:
+        skip_init(model)
+    return model
+
+
+@torch.no_grad()
+def skip_init(model: SpectrogramDiffusion, gain: float = 2.0, position_scale: float = 0.25) -> None:
+    """Start the decoder as eps(z) ≈ z, the exact answer at high noise (an initialisation only).
+
+    With ε-prediction the sampler's first steps compute x0 = (z − σ·ε̂)/α with α ≈ 0, so any error
+    in passing the noisy input through is amplified ~1/α; a small network trained briefly from
+    the standard init learns this identity slowly (ε̂ at τ = 0.99 still ~20 % off after 1 200
+    steps), and samples collapse to clipped noise. Here every residual branch of the decoder starts
+    at zero, the input projection writes z into the first input_dims residual channels and the
+    output projection reads them back, so training starts at ε̂ ≈ z and learns the corrections.
+    With d_model > input_dims the decoder's (fixed, from-scratch) position table moves to the other
+    channels as constant-norm sin/cos pairs ~3× the norm of z, which keeps the final RMS norm
+    nearly linear in z and the positions out of the output; with d_model == input_dims both share
+    the channels (z gets ``gain``, the table ``position_scale``). Architecture, parameter names and
+    the objective are unchanged.
+    """
+    dec, n, d = model.decoder, model.config.input_dims, model.config.d_model
+    if d < n:
+        return
+    for lyr in dec.decoders:
+        lyr.layer[0].attention.to_out[0].weight.zero_()
+        lyr.layer[1].attention.to_out[0].weight.zero_()
+        lyr.layer[2].DenseReluDense.wo.weight.zero_()
+    eye = torch.eye(n)
+    w_in, w_out = dec.continuous_inputs_projection.weight, dec.spec_out.weight  # (D, n), (n, D)
+    w_in.zero_()
+    w_out.zero_()
+    pos = dec.position_encoding.weight  # (T, D)
+    if d == n:
+        w_in[:n] = gain * eye
+        pos.mul_(position_scale)
+        w_out[:, :n] = eye  # RMSNorm(h) ≈ h / gain for h ≈ gain·z, |z|² ≈ n
+        return
+    half = (d - n) // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half) / max(half - 1, 1))
+    angle = torch.arange(pos.shape[0])[:, None] * freqs + 2 * math.pi * torch.rand(half)
+    amp = math.sqrt(16 * n / (2 * half))  # |table row|² = 8 n = 8 × E|z|²
+    pos.zero_()
+    pos[:, n : n + half] = amp * angle.sin()
+    pos[:, n + half : n + 2 * half] = amp * angle.cos()
+    w_in[:n] = eye
+    w_out[:, :n] = eye * math.sqrt(9 * n / d)  # rms(h) = sqrt((n + 8 n) / D)
+
+
+def _save_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, str]:
+    """Raw weights + AdamW moments as ≤ 15 MiB safetensors shards; returns {file: sha256}."""
+    from safetensors.torch import save_file
+
+    names = {p: n for n, p in model.named_parameters()}
+    state: dict[str, torch.Tensor] = {
+        f"raw.{n}": p.detach().cpu().contiguous() for n, p in model.named_parameters()
+    }
+    for p, s in opt.state.items():
+        for k in ("exp_avg", "exp_avg_sq"):
+            state[f"{k}.{names[p]}"] = s[k].detach().cpu().contiguous()
+        state[f"step.{names[p]}"] = torch.as_tensor(s["step"]).reshape(1).float().cpu()
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, v in state.items():
+        n = v.numel() * v.element_size()
+        if shards[-1] and size + n > 15 * 2**20:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v
+        size += n
+    for old in folder.glob(f"{STATE_PREFIX}*.safetensors"):
+        old.unlink()
+    files = {}
+    for i, shard in enumerate(shards):
+        fname = f"{STATE_PREFIX}-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / fname))
+        files[fname] = weights.sha256_file(folder / fname)
+    return files
+
+
+def _load_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> bool:
+    """Restore raw weights (+ moments into ``opt``) from training_state shards; False if absent."""
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob(f"{STATE_PREFIX}-*.safetensors"))
+    if not files:
+        return False
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(state[f"raw.{n}"])
+    if opt is not None:
+        for n, p in params.items():
+            if f"exp_avg.{n}" in state and p.requires_grad:
+                opt.state[p] = {
+                    "step": torch.tensor(float(state[f"step.{n}"][0])),
+                    "exp_avg": state[f"exp_avg.{n}"].to(p.device),
+                    "exp_avg_sq": state[f"exp_avg_sq.{n}"].to(p.device),
+                }
+    return True
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warmup, then cosine decay from lr to lr·min_lr_ratio at config.steps."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    span = max(1, config.steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    cos = 0.5 * (1 + math.cos(math.pi * progress))
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cos)
+
+
+# --------------------------------------------------------------------------------------------
+# Loss
+
+
+def loss_weight(tau: torch.Tensor, kind: str, cap: float = 20.0) -> torch.Tensor:
+    """Per-example weight of the L1 ε-loss: 1 ("eps", spec §5.1) or min(1/α(τ), cap) ("v").
+
+    "v" makes the loss |ε̂ − ε|/α = |x̂0 − x0|/σ: the ε-loss at low noise, the x0-loss at high
+    noise (v-prediction's weighting, Salimans & Ho 2022), still on the model's ε output.
+    """
+    if kind == "eps":
+        return torch.ones_like(tau)
+    if kind == "v":
+        alpha, _ = diffusion.alpha_sigma(tau.float())
+        return (1.0 / alpha).clamp(max=cap)
+    raise ValueError(f"unknown loss weighting {kind!r}; choose eps or v")
+
+
+def eps_loss(
+    model: SpectrogramDiffusion,
+    batch: data.Batch,
+    tau: torch.Tensor,
+    noise: torch.Tensor,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """Mean L1 between predicted and true noise (spec §5.1), per example: (B,) float32."""
+    z = diffusion.q_sample(batch.target, tau, noise)  # (B, 256, 128)
+    dev = batch.target.device
+    ctx = torch.autocast(dev.type, torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with ctx:
+        kv = model.precompute(model.encode(batch.tokens, batch.context, batch.context_mask))
+        eps = model(z, tau, kv)  # (B, 256, 128) float32
+    return (eps.float() - noise).abs().mean(dim=(1, 2))
+
+
+@torch.no_grad()
+def validation_loss(
+    model: SpectrogramDiffusion,
+    examples: Sequence[data.Example],
+    device: torch.device,
+    bf16: bool = False,
+    batch_size: int = 16,
+    taus: Sequence[float] = VAL_TAUS,
+) -> float:
+    """Mean L1 ε-loss over fixed examples × a fixed τ grid with fixed noise (seed 0)."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        batch = data.collate(examples[i : i + batch_size]).to(device)
+        for t in taus:
+            tau = torch.full((batch.target.shape[0],), t, device=device)
+            noise = torch.randn(batch.target.shape, generator=gen).to(device)
+            total += float(eps_loss(model, batch, tau, noise, bf16).sum())
+            count += batch.target.shape[0]
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+
+
+def _codec_dict(codec: tokens.Codec) -> dict[str, Any]:
+    return {
+        "num_velocity_bins": codec.num_velocity_bins,
+        "steps_per_second": codec.steps_per_second,
+        "max_shift_seconds": codec.max_shift_seconds,
+        "program_granularity": codec.program_granularity,
+    }
+
+
+def train(config: TrainConfig, log=print) -> Path:
+    """Run one training run; returns the model folder (``config.out``)."""
+    t_start = time.time()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = _device(config.device)
+    bf16 = _use_bf16(config.bf16, device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # Model, codec and program map: from the resumed folder, else from the config.
+    history: dict[str, Any] = {"steps": 0, "runs": []}
+    if config.resume:
+        loaded = weights.load_model(config.resume, verify=True)
+        meta = loaded.meta
+        codec = tokens.Codec(
+            **{
+                k: v
+                for k, v in (meta.get("codec") or {}).items()
+                if k in tokens.Codec.__dataclass_fields__
+            }
+        )
+        program_map = loaded.program_map
+        mc = dataclasses.replace(loaded.config, dropout=config.dropout)
+        model = SpectrogramDiffusion(mc)
+        model.load_state_dict(loaded.model.state_dict())
+        history = dict(meta.get("training") or history)
+        history.setdefault("runs", [])
+    else:
+        codec = tokens.Codec(num_velocity_bins=config.num_velocity_bins)
+        program_map = config.program_map
+        model = build_model(config, codec)
+    model.to(device).train()
+    model.requires_grad_(True)
+    for m in (model.notes_encoder, model.continuous_encoder, model.decoder):
+        m.position_encoding.weight.requires_grad_(False)  # fixed tables
+    ema = SpectrogramDiffusion(model.config).to(device).eval()
+    ema.load_state_dict(model.state_dict())  # the saved weights (EMA of the resumed ones)
+    ema.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=(0.9, 0.99),
+    )
+    resumed_opt = bool(config.resume) and _load_state(Path(config.resume), model, opt)
+    n_params = sum(p.numel() for p in params)
+
+    train_pieces = data.load_cache(config.data, "train")
+    val_pieces = data.load_cache(config.data, "val")
+    sampler_args = dict(codec=codec, program_map=program_map, max_tokens=config.max_tokens)
+    sampler = data.ExampleSampler(train_pieces, cfg_drop=config.cfg_drop, **sampler_args)
+    val_set = data.fixed_examples(val_pieces, config.val_examples, **sampler_args)
+    index_file = Path(config.data) / "index.json"
+    data_info = json.loads(index_file.read_text()) if index_file.is_file() else {}
+    train_hours = sum(p.seconds for p in train_pieces) / 3600
+    log(
+        f"[train] {n_params / 1e6:.2f} M trainable params, device {device}, bf16 {bf16}, "
+        f"{len(train_pieces)} train pieces ({train_hours:.2f} h), {len(val_pieces)} val pieces, "
+        f"resumed optimizer: {resumed_opt}"
+    )
+
+    log_path = out / "train_log.csv"
+    new_log = not log_path.exists() or not config.resume
+    log_file = open(log_path, "w" if new_log else "a", newline="")  # noqa: SIM115
+    writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
+    if new_log:
+        writer.writeheader()
+    val_table: list[dict[str, float]] = list(history.get("val_loss", [])) if config.resume else []
+    step0 = int(history.get("steps", 0))
+
+    def save(step: int, final: bool) -> None:
+        wall = time.time() - t_start
+        run = {
+            "steps": step,
+            "wall_minutes": round(wall / 60, 2),
+            "hardware": hardware(),
+            "device": str(device),
+            "bf16": bf16,
+            "batch_size": config.batch_size,
+            "lr": config.lr,
+            "warmup_steps": config.warmup_steps,
+            "ema_decay": config.ema_decay,
+            "dropout": config.dropout,
+            "loss": f"L1 on eps, continuous cosine tau, weighting {config.loss_weighting}",
+            "skip_init": config.skip_init and not config.resume,
+            "max_tokens": config.max_tokens,
+            "examples_seen": step * config.batch_size,
+            "data": {
+                "cache": str(config.data),
+                **{k: data_info.get(k) for k in ("pieces", "hours", "hours_by_source", "settings")},
+            },
+            "resumed_from": config.resume,
+            "finished": final,
+        }
+        training = {
+            "steps": step0 + step,
+            "runs": [*history.get("runs", []), run],
+            "val_loss": val_table,
+            "parameters": n_params,
+        }
+        extra: dict[str, Any] = {"training": training}
+        if config.save_optimizer:
+            extra["training_state"] = _save_state(out, model, opt)
+        weights.save_model(
+            ema,
+            out,
+            name=config.name,
+            description=config.description,
+            codec=_codec_dict(codec),
+            program_map=program_map,
+            inverter={"type": "griffin-lim"},
+            extra=extra,
+        )
+        log_file.flush()
+        log(f"[train] saved {out} at step {step} ({wall / 60:.1f} min)")
+
+    def record(step: int, **row: float) -> None:
+        writer.writerow({"step": step0 + step, "elapsed_s": round(time.time() - t_start, 1), **row})
+        log_file.flush()
+
+    pool = ThreadPoolExecutor(max_workers=1)  # prepares the next batches while the model runs
+    queue: list[data.Batch] = []
+    next_batches = pool.submit(sampler.batches, rng, config.batch_size, config.length_buckets)
+    ema_params = [p for p in ema.parameters()]
+    model_params = [p for p in model.parameters()]
+    last_save = time.time()
+    t_log, seen, losses, norms = time.time(), 0, [], []
+    step = 0
+    try:
+        while step < config.steps:
+            if config.max_minutes is not None and time.time() - t_start > config.max_minutes * 60:
+                log(f"[train] time limit of {config.max_minutes} min reached")
+                break
+            if not queue:
+                queue = next_batches.result()
+                next_batches = pool.submit(
+                    sampler.batches, rng, config.batch_size, config.length_buckets
+                )
+            batch = queue.pop().to(device)
+            lr = lr_at(step, config)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            b = batch.target.shape[0]
+            tau = torch.rand(b, device=device)
+            noise = torch.randn_like(batch.target)
+            loss = (
+                eps_loss(model, batch, tau, noise, bf16) * loss_weight(tau, config.loss_weighting)
+            ).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            opt.step()
+            step += 1
+            d = min(config.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_params, model_params, 1 - d)
+            seen += b
+            losses.append(float(loss.detach()))
+            norms.append(float(norm))
+            if step % config.log_every == 0:
+                rate = seen / (time.time() - t_log)
+                row = dict(
+                    lr=lr,
+                    loss=float(np.mean(losses)),
+                    grad_norm=float(np.mean(norms)),
+                    examples_per_s=round(rate, 2),
+                )
+                record(step, **row)
+                log(
+                    f"[train] step {step0 + step} loss {row['loss']:.4f} lr {lr:.2e} gnorm {row['grad_norm']:.2f} {rate:.1f} ex/s"
+                )
+                t_log, seen, losses, norms = time.time(), 0, [], []
+            if step % config.val_every == 0 or step == config.steps:
+                v = validation_loss(ema, val_set, device, bf16)
+                val_table.append(
+                    {
+                        "step": step0 + step,
+                        "val_loss": round(v, 5),
+                        "minutes": round((time.time() - t_start) / 60, 1),
+                    }
+                )
+                record(step, val_loss=round(v, 5))
+                log(f"[train] step {step0 + step} val_loss {v:.4f} (EMA)")
+                t_log = time.time()
+            if time.time() - last_save > config.checkpoint_minutes * 60:
+                save(step, final=False)
+                last_save = time.time()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if not val_table or val_table[-1]["step"] != step0 + step:
+        v = validation_loss(ema, val_set, device, bf16)
+        val_table.append(
+            {
+                "step": step0 + step,
+                "val_loss": round(v, 5),
+                "minutes": round((time.time() - t_start) / 60, 1),
+            }
+        )
+        record(step, val_loss=round(v, 5))
+    save(step, final=True)
+    log_file.close()
+    log(f"[train] redrawn examples over {config.max_tokens} tokens: {sampler.rejected}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One --option per TrainConfig field (for `midisynth train` and `python -m midisynth.train`)."""
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.name == "model_overrides":
+            parser.add_argument(flag, default=None, help="JSON dict, e.g. '{\"d_model\": 192}'")
+        elif f.type in ("bool",):
+            parser.add_argument(flag, default=default, action=argparse.BooleanOptionalAction)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+            parser.add_argument(flag, default=default, type=kind, help=f"default: {default}")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    values["model_overrides"] = (
+        json.loads(values["model_overrides"]) if values["model_overrides"] else {}
+    )
+    return TrainConfig(**values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m midisynth.train", description=__doc__.splitlines()[0]
+    )
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args(argv))
+    out = train(config)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Training loop: a CPU smoke run that saves a loadable, renderable model; resume; schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_data import SONG, additive, make_midi
+
+from midisynth import audio, data, train, weights
+from midisynth.render import RenderOptions, render
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    notes = data.notes_to_array([data.Note(s, e, p, 100, 0, False, 0) for s, e, p in SONG])
+    piece = data.Piece("paired/song.mid", "paired", data.mel_of(additive(SONG, 10.0)), notes)
+    data.save_shard(root / "train-00000.npz", [piece])
+    data.save_shard(root / "val-00000.npz", [piece])
+    (root / "index.json").write_text(json.dumps({"pieces": {"train": 1, "val": 1}}))
+    make_midi(root / "song.mid", SONG)
+    return root
+
+
+def tiny_config(cache, out, **kw) -> train.TrainConfig:
+    args = dict(
+        data=str(cache),
+        out=str(out),
+        name="test-model",
+        model="tiny",
+        steps=4,
+        batch_size=2,
+        warmup_steps=2,
+        val_every=2,
+        val_examples=1,
+        log_every=2,
+        threads=1,
+        seed=0,
+    )
+    return train.TrainConfig(**{**args, **kw})
+
+
+def test_smoke_train_save_load_render(cache, tmp_path):
+    logs = []
+    out = train.train(tiny_config(cache, tmp_path / "m"), log=logs.append)
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["codec"]["num_velocity_bins"] == 8 and meta["program_map"] == "identity"
+    assert meta["inverter"] == {"type": "griffin-lim"}
+    assert meta["training"]["steps"] == 4 and meta["training"]["runs"][0]["finished"]
+    assert [r["step"] for r in meta["training"]["val_loss"]] == [2, 4]
+    files = list(out.iterdir())
+    assert all(f.stat().st_size <= 15 * 2**20 for f in files) and len(files) <= 8
+    assert (out / "train_log.csv").read_text().startswith("step,")
+    model = weights.load_model(out)
+    assert model.codec["num_velocity_bins"] == 8
+    res = render(model, cache / "song.mid", RenderOptions(steps=2, tail=0.5))
+    assert res.mel.shape[1] == audio.N_MELS and np.isfinite(res.audio).all()
+    assert len(res.audio) == round((max(e for _, e, _ in SONG) + 0.5) * audio.SAMPLE_RATE)
+
+    # Resume: weights and AdamW state come back, the step count and val table continue.
+    out2 = train.train(
+        tiny_config(cache, tmp_path / "m2", resume=str(out), steps=2), log=logs.append
+    )
+    meta2 = json.loads((out2 / "config.json").read_text())
+    assert meta2["training"]["steps"] == 6 and len(meta2["training"]["runs"]) == 2
+    assert meta2["codec"] == meta["codec"]
+    assert any("resumed optimizer: True" in line for line in logs)
+
+
+def test_state_round_trip(cache, tmp_path):
+    cfg = tiny_config(cache, tmp_path)
+    from midisynth.tokens import Codec
+
+    model = train.build_model(cfg, Codec(num_velocity_bins=8))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    loss = sum(p.sum() for p in model.parameters() if p.requires_grad)
+    loss.backward()
+    opt.step()
+    train._save_state(tmp_path, model, opt)
+    model2 = train.build_model(cfg, Codec(num_velocity_bins=8))
+    opt2 = torch.optim.AdamW([p for p in model2.parameters() if p.requires_grad])
+    assert train._load_state(tmp_path, model2, opt2)
+    for (n, a), b in zip(model.named_parameters(), model2.parameters(), strict=True):
+        torch.testing.assert_close(a, b, msg=n)
+    p, p2 = next(iter(opt.state)), next(iter(opt2.state))
+    torch.testing.assert_close(opt.state[p]["exp_avg_sq"], opt2.state[p2]["exp_avg_sq"])
+
+
+def test_validation_loss_is_deterministic(cache):
+    from midisynth.tokens import Codec
+
+    cfg = tiny_config(cache, "unused")
+    model = train.build_model(cfg, Codec(num_velocity_bins=8))
+    exs = data.fixed_examples(data.load_cache(cache, "val"), 3, codec=Codec(num_velocity_bins=8))
+    a = train.validation_loss(model, exs, torch.device("cpu"))
+    b = train.validation_loss(model, exs, torch.device("cpu"))
+    assert a == b and 0.3 < a < 2.0
+
+
+def test_lr_schedule():
+    cfg = train.TrainConfig(lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.1)
+    assert train.lr_at(0, cfg) == pytest.approx(1e-4)
+    assert train.lr_at(9, cfg) == pytest.approx(1e-3)
+    assert train.lr_at(60, cfg) == pytest.approx(0.55e-3)
+    assert train.lr_at(110, cfg) == pytest.approx(1e-4)
+
+
+def test_command_line_arguments(cache, tmp_path):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    train.add_arguments(p)
+    args = p.parse_args(
+        [
+            "--data",
+            str(cache),
+            "--steps",
+            "7",
+            "--model-overrides",
+            '{"d_model": 32}',
+            "--no-save-optimizer",
+            "--max-minutes",
+            "1.5",
+        ]
+    )
+    cfg = train.config_from_args(args)
+    assert cfg.steps == 7 and cfg.model_overrides == {"d_model": 32} and cfg.save_optimizer is False
+    assert cfg.max_minutes == 1.5 and cfg.resume is None
+
+
+@pytest.mark.parametrize("d_model", [128, 160])  # shared channels / positions moved aside
+def test_skip_init_starts_at_the_high_noise_answer(d_model):
+    from midisynth import diffusion
+    from midisynth.tokens import Codec
+
+    torch.manual_seed(0)
+    cfg = train.TrainConfig(model="tiny", model_overrides={"d_model": d_model})
+    model = train.build_model(cfg, Codec(num_velocity_bins=8)).eval()
+    plain = train.build_model(dataclasses.replace(cfg, skip_init=False), Codec(num_velocity_bins=8))
+    ids = torch.randint(3, 1300, (2, 40))
+    ctx, mask = torch.zeros(2, 256, 128), torch.zeros(2, 256, dtype=torch.bool)
+    x0, noise = torch.rand(2, 256, 128) * 2 - 1, torch.randn(2, 256, 128)
+    tau = torch.full((2,), 0.99)
+    z = diffusion.q_sample(x0, tau, noise)
+    with torch.no_grad():
+        errs = [
+            float((m(z, tau, m.precompute(m.encode(ids, ctx, mask))) - noise).abs().mean())
+            for m in (model, plain.eval())
+        ]
+    assert errs[0] < (0.15 if d_model == 128 else 0.03) and errs[1] > 0.3
+
+
+def test_loss_weighting():
+    tau = torch.tensor([0.0, 0.5, 0.99, 1.0])
+    torch.testing.assert_close(train.loss_weight(tau, "eps"), torch.ones(4))
+    w = train.loss_weight(tau, "v")
+    assert w[0] == pytest.approx(1.0, abs=1e-6) and w[1] == pytest.approx(2**0.5, rel=1e-3)
+    assert w[2] == w[3] == 20.0
+    with pytest.raises(ValueError):
+        train.loss_weight(tau, "x0")
