@@ -455,6 +455,14 @@ def train(config: TrainConfig, log=print) -> Path:
         writer.writerow({"step": step0 + step, "elapsed_s": round(time.time() - t_start, 1), **row})
         log_file.flush()
 
+    def validate(step: int) -> float:
+        """EMA validation loss at `step`, recorded in the CSV and the model card's table."""
+        v = validation_loss(ema, val_set, device, bf16)
+        minutes = round((time.time() - t_start) / 60, 1)
+        val_table.append({"step": step0 + step, "val_loss": round(v, 5), "minutes": minutes})
+        record(step, val_loss=round(v, 5))
+        return v
+
     pool = ThreadPoolExecutor(max_workers=1)  # prepares the next batches while the model runs
     queue: list[data.Batch] = []
     next_batches = pool.submit(sampler.batches, rng, config.batch_size, config.length_buckets)
@@ -508,15 +516,7 @@ def train(config: TrainConfig, log=print) -> Path:
                 )
                 t_log, seen, losses, norms = time.time(), 0, [], []
             if step % config.val_every == 0 or step == config.steps:
-                v = validation_loss(ema, val_set, device, bf16)
-                val_table.append(
-                    {
-                        "step": step0 + step,
-                        "val_loss": round(v, 5),
-                        "minutes": round((time.time() - t_start) / 60, 1),
-                    }
-                )
-                record(step, val_loss=round(v, 5))
+                v = validate(step)
                 log(f"[train] step {step0 + step} val_loss {v:.4f} (EMA)")
                 t_log = time.time()
             if time.time() - last_save > config.checkpoint_minutes * 60:
@@ -525,15 +525,7 @@ def train(config: TrainConfig, log=print) -> Path:
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     if not val_table or val_table[-1]["step"] != step0 + step:
-        v = validation_loss(ema, val_set, device, bf16)
-        val_table.append(
-            {
-                "step": step0 + step,
-                "val_loss": round(v, 5),
-                "minutes": round((time.time() - t_start) / 60, 1),
-            }
-        )
-        record(step, val_loss=round(v, 5))
+        validate(step)
     save(step, final=True)
     log_file.close()
     log(f"[train] redrawn examples over {config.max_tokens} tokens: {sampler.rejected}")
