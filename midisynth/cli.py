@@ -42,11 +42,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (MidiError, ModelError, InverterError, ValueError, OSError)
 
 
-class Sampler(str, Enum):
+class Sampler(str, Enum):  # = diffusion.SAMPLERS (kept literal: --help must not import torch)
     ddpm = "ddpm"
     ddpm_cosine = "ddpm-cosine"
     ddim = "ddim"
+    ddim_cosine = "ddim-cosine"
     dpmpp_2m = "dpmpp-2m"
+    dpmpp_2m_cosine = "dpmpp-2m-cosine"
 
 
 class Normalize(str, Enum):
@@ -168,11 +170,17 @@ def render(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
     sampler: Annotated[
-        Sampler, typer.Option(help="ddpm = reference; dpmpp-2m/ddim = fast.")
-    ] = Sampler.dpmpp_2m,
+        Sampler | None,
+        typer.Option(
+            help="ddpm = reference; dpmpp-2m/ddim = fast; -cosine = on the training schedule. "
+            "Default: the model's own setting (config.json), else dpmpp-2m."
+        ),
+    ] = None,
     steps: Annotated[
         int | None,
-        typer.Option(min=1, max=1000, help="Denoising steps per segment (default: per sampler)."),
+        typer.Option(
+            min=1, max=1000, help="Denoising steps per segment (default: the model's or sampler's)."
+        ),
     ] = None,
     guidance: Annotated[
         float, typer.Option(min=0.0, max=20.0, help="Classifier-free guidance weight (1 = off).")
@@ -243,7 +251,7 @@ def render(
             skip_existing=skip_existing,
         )
         options = R.RenderOptions(
-            sampler=sampler.value,
+            sampler=sampler.value if sampler is not None else None,
             steps=steps,
             guidance=guidance,
             seed=seed,
@@ -273,6 +281,7 @@ def render(
             load_inverter(inverter, dev)  # fail before rendering, not after the first segment
     except _user_errors() as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    options = R.with_model_defaults(options, loaded)
     if not quiet:
         _describe(loaded, options, swaps, tracks, len(plan.tasks))
     out_opts = R.OutputOptions(sample_rate=sample_rate, normalize=normalize.value, gain_db=gain)
@@ -455,8 +464,18 @@ def train(
         str | None, typer.Option(help="Model folder to continue from (e.g. a bundled model).")
     ] = None,
     model: Annotated[
-        str, typer.Option(help="Size preset: tiny, cpu-small, cpu-medium, small, base.")
-    ] = "cpu-small",
+        str,
+        typer.Option(
+            help="Size preset: tiny, cpu-small, cpu-wide, cpu-medium, small, base (ignored with --resume)."
+        ),
+    ] = "cpu-wide",
+    prediction_type: Annotated[
+        str,
+        typer.Option(
+            help="What a new model predicts: v_prediction (samples well after short training) "
+            "or epsilon (the original's objective). Ignored with --resume."
+        ),
+    ] = "v_prediction",
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps in this run.")] = 2000,
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 1e-3,
@@ -481,6 +500,7 @@ def train(
         out=str(out),
         resume=resume,
         model=model,
+        prediction_type=prediction_type,
         steps=steps,
         batch_size=batch_size,
         lr=lr,
@@ -510,7 +530,9 @@ def evaluate(
         Path | None,
         typer.Option("--out-dir", "-o", help="Report folder (default ./midisynth-eval)."),
     ] = None,
-    sampler: Annotated[Sampler, typer.Option()] = Sampler.dpmpp_2m,
+    sampler: Annotated[
+        Sampler | None, typer.Option(help="Default: the model's own setting, else dpmpp-2m.")
+    ] = None,
     steps: Annotated[int | None, typer.Option(min=1, max=1000)] = None,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option()] = "auto",
@@ -537,7 +559,7 @@ def evaluate(
         model,
         limit,
         out_dir,
-        sampler.value,
+        sampler.value if sampler is not None else None,
         steps,
         seed,
         device=device,

@@ -6,6 +6,10 @@ Everything here is a pure tensor function around a denoiser callable; the model 
                             t   [B] float32 model time in [0, 1] (the decoder multiplies it by 20000)
                             eps [B, 256, 128] predicted noise
 
+The released model predicts ε ("epsilon"). Models trained here may instead predict v = α·ε − σ·x0
+("v_prediction", Salimans & Ho 2022): then x0 = α·x − σ·v has no 1/α, so the first, pure-noise steps
+do not amplify the model's errors — what makes a small, briefly trained model sample well.
+
 One model, two schedules:
 - "discrete": diffusers' ``DDPMScheduler`` as shipped with the Hub checkpoint (squaredcos_cap_v2 betas,
   1000 train steps, model told t = k/1000). ``sampler="ddpm"`` reproduces diffusers' pipeline given the
@@ -29,6 +33,7 @@ from torch import Tensor
 
 Denoise = Callable[[Tensor, Tensor], Tensor]  # (x [B, ...], t [B]) -> eps [B, ...]
 Callback = Callable[[int, int, Tensor], None]  # (step index, number of steps, x0 prediction)
+PREDICTION_TYPES = ("epsilon", "v_prediction")  # what the denoiser outputs (diffusers' names)
 Generators = torch.Generator | Sequence[torch.Generator] | None  # one per batch row, or shared
 
 NUM_TRAIN_TIMESTEPS = 1000  # checkpoint scheduler config; model time = k / 1000
@@ -179,6 +184,7 @@ def _run(
     grid: _Grid,
     generator: Generators,
     callback: Callback | None,
+    prediction_type: str = "epsilon",
 ) -> Tensor:
     """Walk ``grid`` from x_T (float32) to x0. The last step always returns the clipped x0 prediction,
     which is where every method lands when the target noise level is zero."""
@@ -186,10 +192,13 @@ def _run(
     d_prev, h_prev = None, None  # DPM-Solver++ history: previous x0 prediction and step size in λ
     for i in range(n):
         a_t, s2_t, a_s, s2_s = grid.abar[i], grid.sigma2[i], grid.abar[i + 1], grid.sigma2[i + 1]
-        eps = eps_fn(x, grid.times[i].to(x.device).expand(x.shape[0]))
-        # Scalar math on 0-d tensors in diffusers' operation order: "ddpm" then matches
-        # DDPMScheduler.step bit for bit, and "ddim" DDIMScheduler.step.
-        x0 = ((x - s2_t**0.5 * eps) / a_t**0.5).clamp(-1.0, 1.0)
+        out = eps_fn(x, grid.times[i].to(x.device).expand(x.shape[0]))
+        if prediction_type == "v_prediction":
+            x0 = (a_t**0.5 * x - s2_t**0.5 * out).clamp(-1.0, 1.0)
+        else:
+            # Scalar math on 0-d tensors in diffusers' operation order: "ddpm" then matches
+            # DDPMScheduler.step bit for bit, and "ddim" DDIMScheduler.step.
+            x0 = ((x - s2_t**0.5 * out) / a_t**0.5).clamp(-1.0, 1.0)
         if i == n - 1:
             x = x0
         elif method == "ancestral":
@@ -277,6 +286,7 @@ def sample(
     denoise_uncond: Denoise | None = None,
     denoise_batched: Denoise | None = None,
     callback: Callback | None = None,
+    prediction_type: str = "epsilon",
 ) -> Tensor:
     """Sample one batch of mel segments: x0 [B, 256, 128] float32 in [-1, 1] (``shape`` = [B, 256, 128]).
 
@@ -285,8 +295,13 @@ def sample(
     DPM-Solver++ draw nothing after x_T. ``denoise`` gets x cast to ``dtype`` (the model's) and t in
     float32; its eps is used in float32. ``steps`` defaults to the sampler's ``default_steps``.
     Guidance: see ``guided`` (``denoise`` is the conditional denoiser). ``callback(i, n, x0_pred)``
-    runs after each step.
+    runs after each step. ``prediction_type``: what ``denoise`` returns, "epsilon" (ε, the released
+    model) or "v_prediction" (v = α·ε − σ·x0); guidance combines either linearly.
     """
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"unknown prediction type {prediction_type!r}; choose one of: {', '.join(PREDICTION_TYPES)}"
+        )
     spec = get_sampler(sampler)
     steps = check_steps(spec.default_steps if steps is None else steps)
     eps_fn = guided(denoise, denoise_uncond, guidance, denoise_batched=denoise_batched)
@@ -307,4 +322,4 @@ def sample(
     def model(x: Tensor, t: Tensor) -> Tensor:
         return eps_fn(x.to(dtype), t).float()
 
-    return _run(spec.method, model, x, grid, generator, callback)
+    return _run(spec.method, model, x, grid, generator, callback, prediction_type)

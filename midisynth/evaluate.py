@@ -597,9 +597,9 @@ def evaluate(
 
     from .inverter import load_inverter
     from .midi import MidiError, read_midi
-    from .render import RenderOptions, render
+    from .render import RenderOptions, render, with_model_defaults
 
-    options = options or RenderOptions()
+    options = with_model_defaults(options or RenderOptions(), model)
     check_dependencies(transcription, embeddings, plots and out_dir is not None)
     paths = [Path(p) for p in midi_files]
     refs = {Path(k).resolve(): Path(v) for k, v in (reference_audio or {}).items()}
@@ -750,7 +750,7 @@ def evaluate_command(
     model: str | None = None,
     limit: int | None = None,
     out_dir: str | os.PathLike | None = None,
-    sampler: str = "dpmpp-2m",
+    sampler: str | None = None,
     steps: int | None = None,
     seed: int = 0,
     *,
@@ -772,7 +772,13 @@ def evaluate_command(
 
     from .inverter import InverterError
     from .midi import MidiError
-    from .render import RenderOptions, iter_files, resolve_device, resolve_dtype
+    from .render import (
+        RenderOptions,
+        iter_files,
+        resolve_device,
+        resolve_dtype,
+        with_model_defaults,
+    )
     from .weights import ModelError, load_model
 
     console = console or Console(stderr=True, highlight=False)
@@ -799,6 +805,7 @@ def evaluate_command(
             synth = FluidSynthReference(soundfont)  # raises a clear error when absent
         dev = resolve_device(device)
         loaded = load_model(model, device=dev, dtype=resolve_dtype(dtype, dev))
+        options = with_model_defaults(options, loaded)
     except (EvalDependencyError, EvalError, ModelError, InverterError, MidiError, ValueError) as e:
         return fail(str(e).splitlines()[0])
     dst = Path(out_dir) if out_dir is not None else Path("midisynth-eval")

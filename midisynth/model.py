@@ -51,6 +51,9 @@ class ModelConfig:
     # wrong for the released weights (their config says 20000.0).
     max_decoder_noise_time: float = 20000.0
     dropout: float = 0.1  # training only
+    # What the decoder outputs: "epsilon" (the released model) or "v_prediction" (v = α·ε − σ·x0,
+    # models trained here; see diffusion.py). Not part of the weights, but part of their meaning.
+    prediction_type: str = "epsilon"
 
     @classmethod
     def base(cls) -> ModelConfig:

@@ -36,8 +36,10 @@ ProgressFn = Callable[[float, float], None]  # (seconds rendered, seconds total)
 class RenderOptions:
     """How to render. Override fields with `dataclasses.replace`."""
 
-    sampler: str = "dpmpp-2m"  # ddpm (reference), ddpm-cosine (original), ddim, dpmpp-2m (fast)
-    steps: int | None = None  # denoising steps per segment; None = the sampler's default
+    # ddpm (reference), ddpm-cosine (original), ddim(-cosine), dpmpp-2m(-cosine) (fast); None = the
+    # model's own choice (config.json "sampling", see with_model_defaults), else DEFAULT_SAMPLER.
+    sampler: str | None = None
+    steps: int | None = None  # denoising steps per segment; None = the model's or sampler's default
     guidance: float = 1.0  # classifier-free guidance weight; 1 = off (as the diffusers pipeline)
     seed: int = 0  # random seed; same seed + device + dtype → identical output
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -56,8 +58,25 @@ class RenderOptions:
         return (
             self.steps
             if self.steps is not None
-            else diffusion.get_sampler(self.sampler).default_steps
+            else diffusion.get_sampler(self.sampler or DEFAULT_SAMPLER).default_steps
         )
+
+
+DEFAULT_SAMPLER = "dpmpp-2m"  # for models whose config.json names none (e.g. the official one)
+
+
+def with_model_defaults(options: RenderOptions, model: LoadedModel) -> RenderOptions:
+    """``options`` with sampler (and steps, when not given) filled from the model's config.json
+    ``"sampling": {"sampler": ..., "steps": ...}`` — a trained model records the settings it was
+    evaluated with — else ``DEFAULT_SAMPLER`` with that sampler's default steps. An explicit
+    sampler is kept as given (with its own default steps)."""
+    if options.sampler is not None:
+        return options
+    own = model.meta.get("sampling") or {}
+    sampler = own.get("sampler", DEFAULT_SAMPLER)
+    diffusion.get_sampler(sampler)  # a bad name in config.json fails here, clearly
+    steps = options.steps if options.steps is not None else own.get("steps")
+    return dataclasses.replace(options, sampler=sampler, steps=steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,6 +225,7 @@ def sample_segment(
             dtype=dtype,
             guidance=options.guidance,
             denoise_batched=denoise if guide else None,
+            prediction_type=model.config.prediction_type,
         )
     return audio.unscale(x0.float())
 
@@ -261,6 +281,7 @@ def render_jobs(
     progress: ProgressFn | None = None,
 ) -> None:
     """The segment loop over several files at once: segment i of each file in one batch."""
+    options = with_model_defaults(options, model)
     inverter = load_inverter(options.inverter or model.inverter, device=model.device)
     for j in jobs:  # stateless inverter shared; the streaming state is per file
         j.inverter = StreamingInverter(inverter)

@@ -2,7 +2,10 @@
 
     python -m midisynth.train --data CACHE --out weights/my-model --model cpu-small --steps 2000
 
-Objective: ε-prediction with L1 loss at a continuous cosine noise time τ ~ U[0, 1) per example,
+Objective: L1 loss on the model's output at a continuous cosine noise time τ ~ U[0, 1) per example
+— ε as in the original (``prediction_type="epsilon"``), or v = α·ε − σ·x0 (``"v_prediction"``,
+the default for new models: at high noise v ≈ −x0, so sampling does not divide the model's error by
+α ≈ 0; a small model trained for an hour on a CPU samples music with it and clipped noise without) —
 classifier-free-guidance dropout 0.1 (done by the data sampler), AdamW with linear warmup and a
 cosine decay, gradient clipping, an exponential moving average (EMA) of the weights that is what
 gets saved, bf16 autocast on CUDA (optional on CPUs with native bf16). A model trained from scratch
@@ -79,8 +82,9 @@ class TrainConfig:
     model: str = "cpu-wide"  # MODEL_PRESETS name (ignored when resuming)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"d_model": 192}
     dropout: float = 0.0  # model dropout while training (0.1 in the original; 0 for short runs)
-    skip_init: bool = True  # start the decoder as eps(z) = z (see skip_init); from scratch only
-    loss_weighting: str = "eps"  # "eps": plain L1 on ε (spec); "v": ×min(1/α, 20), see loss_weight
+    prediction_type: str = "v_prediction"  # "epsilon" (spec) | "v_prediction"; from scratch only
+    skip_init: bool = True  # epsilon models: start the decoder as eps(z) = z (see skip_init)
+    loss_weighting: str = "eps"  # epsilon models: "eps" plain L1 on ε (spec); "v" see loss_weight
     num_velocity_bins: int = 8  # codec velocity resolution (ignored when resuming)
     program_map: str = "identity"  # program mapping (ignored when resuming)
     max_tokens: int = 1024  # examples needing more note tokens are redrawn
@@ -136,10 +140,24 @@ def hardware() -> str:
 
 
 def build_model(config: TrainConfig, codec: tokens.Codec) -> SpectrogramDiffusion:
+    if config.model not in MODEL_PRESETS:
+        raise ValueError(
+            f"unknown model preset {config.model!r}; choose one of: {', '.join(MODEL_PRESETS)}"
+        )
     dims = {**MODEL_PRESETS[config.model], **config.model_overrides}
-    mc = ModelConfig(**dims, vocab_size=codec.vocab_size, dropout=config.dropout)
+    if config.prediction_type not in diffusion.PREDICTION_TYPES:
+        raise ValueError(
+            f"unknown prediction type {config.prediction_type!r}; "
+            f"choose one of: {', '.join(diffusion.PREDICTION_TYPES)}"
+        )
+    mc = ModelConfig(
+        **dims,
+        vocab_size=codec.vocab_size,
+        dropout=config.dropout,
+        prediction_type=config.prediction_type,
+    )
     model = SpectrogramDiffusion(mc)
-    if config.skip_init:
+    if config.skip_init and mc.prediction_type == "epsilon":
         skip_init(model)
     return model
 
@@ -272,21 +290,29 @@ def loss_weight(tau: torch.Tensor, kind: str, cap: float = 20.0) -> torch.Tensor
     raise ValueError(f"unknown loss weighting {kind!r}; choose eps or v")
 
 
-def eps_loss(
+def denoise_loss(
     model: SpectrogramDiffusion,
     batch: data.Batch,
     tau: torch.Tensor,
     noise: torch.Tensor,
     bf16: bool = False,
 ) -> torch.Tensor:
-    """Mean L1 between predicted and true noise (spec §5.1), per example: (B,) float32."""
+    """Mean L1 between the model's output and its target, per example: (B,) float32.
+
+    The target is the noise ε (spec §5.1) or v = α·ε − σ·x0, by ``model.config.prediction_type``.
+    """
     z = diffusion.q_sample(batch.target, tau, noise)  # (B, 256, 128)
+    if model.config.prediction_type == "v_prediction":
+        alpha, sigma = (s.view(-1, 1, 1) for s in diffusion.alpha_sigma(tau.float()))
+        target = alpha * noise - sigma * batch.target
+    else:
+        target = noise
     dev = batch.target.device
     ctx = torch.autocast(dev.type, torch.bfloat16) if bf16 else contextlib.nullcontext()
     with ctx:
         kv = model.precompute(model.encode(batch.tokens, batch.context, batch.context_mask))
-        eps = model(z, tau, kv)  # (B, 256, 128) float32
-    return (eps.float() - noise).abs().mean(dim=(1, 2))
+        out = model(z, tau, kv)  # (B, 256, 128) float32
+    return (out.float() - target).abs().mean(dim=(1, 2))
 
 
 @torch.no_grad()
@@ -298,7 +324,7 @@ def validation_loss(
     batch_size: int = 16,
     taus: Sequence[float] = VAL_TAUS,
 ) -> float:
-    """Mean L1 ε-loss over fixed examples × a fixed τ grid with fixed noise (seed 0)."""
+    """Mean L1 loss (``denoise_loss``) over fixed examples × a fixed τ grid with fixed noise (seed 0)."""
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(0)
@@ -308,7 +334,7 @@ def validation_loss(
         for t in taus:
             tau = torch.full((batch.target.shape[0],), t, device=device)
             noise = torch.randn(batch.target.shape, generator=gen).to(device)
-            total += float(eps_loss(model, batch, tau, noise, bf16).sum())
+            total += float(denoise_loss(model, batch, tau, noise, bf16).sum())
             count += batch.target.shape[0]
     model.train(was_training)
     return total / max(count, 1)
@@ -361,6 +387,7 @@ def train(config: TrainConfig, log=print) -> Path:
         codec = tokens.Codec(num_velocity_bins=config.num_velocity_bins)
         program_map = config.program_map
         model = build_model(config, codec)
+    mc = model.config
     model.to(device).train()
     model.requires_grad_(True)
     for m in (model.notes_encoder, model.continuous_encoder, model.decoder):
@@ -418,8 +445,15 @@ def train(config: TrainConfig, log=print) -> Path:
             "warmup_steps": config.warmup_steps,
             "ema_decay": config.ema_decay,
             "dropout": config.dropout,
-            "loss": f"L1 on eps, continuous cosine tau, weighting {config.loss_weighting}",
-            "skip_init": config.skip_init and not config.resume,
+            "loss": (
+                f"L1 on {mc.prediction_type}, continuous cosine tau"
+                + (
+                    f", weighting {config.loss_weighting}"
+                    if mc.prediction_type == "epsilon"
+                    else ""
+                )
+            ),
+            "skip_init": config.skip_init and not config.resume and mc.prediction_type == "epsilon",
             "max_tokens": config.max_tokens,
             "examples_seen": step * config.batch_size,
             "data": {
@@ -488,8 +522,9 @@ def train(config: TrainConfig, log=print) -> Path:
             b = batch.target.shape[0]
             tau = torch.rand(b, device=device)
             noise = torch.randn_like(batch.target)
+            weighting = config.loss_weighting if mc.prediction_type == "epsilon" else "eps"
             loss = (
-                eps_loss(model, batch, tau, noise, bf16) * loss_weight(tau, config.loss_weighting)
+                denoise_loss(model, batch, tau, noise, bf16) * loss_weight(tau, weighting)
             ).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -147,6 +147,9 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
     unknown = set(d) - known
     if unknown:
         raise ModelError(f"config.json has unknown model settings: {', '.join(sorted(unknown))}")
+    kind = d.get("prediction_type", "epsilon")
+    if kind not in ("epsilon", "v_prediction"):
+        raise ModelError(f"config.json: unknown prediction_type {kind!r} (epsilon or v_prediction)")
     return ModelConfig(**d)
 
 

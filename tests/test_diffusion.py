@@ -170,6 +170,40 @@ def gaussian_denoiser(sampler: str):
     return denoise
 
 
+def gaussian_v_denoiser(sampler: str):
+    """Exact v-prediction for the same data: v = α·E[ε | x] − σ·E[x0 | x] = ασ(1 − S²)·x / (α²S² + σ²)."""
+
+    def denoise(x, t):
+        if D.SAMPLERS[sampler].schedule == "cosine":
+            a, s = D.alpha_sigma(t.double())
+            a2, s2 = a**2, s**2
+        else:
+            a2 = D.discrete_alphas_cumprod().double()[(t.double() * 1000).round().long()]
+            s2 = 1 - a2
+        a2, s2 = a2.view(-1, 1, 1), s2.view(-1, 1, 1)
+        return ((a2 * s2).sqrt() * (1 - S**2) * x.double() / (a2 * S**2 + s2)).float()
+
+    return denoise
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp-2m", "ddim-cosine", "dpmpp-2m-cosine"])
+def test_v_prediction_matches_epsilon_prediction(sampler):
+    # The same exact denoiser written as ε or as v must give the same samples (same noise draws).
+    eps = D.sample(gaussian_denoiser(sampler), SMALL, sampler=sampler, steps=10, generator=gen(3))
+    v = D.sample(
+        gaussian_v_denoiser(sampler),
+        SMALL,
+        sampler=sampler,
+        steps=10,
+        generator=gen(3),
+        prediction_type="v_prediction",
+    )
+    assert (eps - v).abs().max().item() < 1e-4
+    assert eps.std().item() > 0.1  # a real sample, not a collapsed one
+    with pytest.raises(ValueError, match="unknown prediction type"):
+        D.sample(gaussian_v_denoiser(sampler), SMALL, sampler=sampler, prediction_type="x0")
+
+
 @pytest.mark.parametrize("schedule", ["", "-cosine"])
 def test_deterministic_samplers_solve_gaussian_probability_flow(schedule):
     # For Gaussian data the probability-flow ODE maps x_T to x_T·S/√(ᾱ_T·S² + 1 − ᾱ_T) exactly.

@@ -176,3 +176,27 @@ def test_mel_matches_diffusers_pipeline_base(diffusers_sd, tmp_path, monkeypatch
     folder = tmp_path / "official"
     test_weights.make_official_layout(folder)
     _pipeline_parity(diffusers_sd, folder, tmp_path, EXAMPLES / "melody_chords.mid", steps=2)
+
+
+def test_model_sampling_defaults(tiny):
+    from midisynth.render import DEFAULT_SAMPLER, with_model_defaults
+
+    own = dataclasses.replace(tiny, meta={"sampling": {"sampler": "ddim-cosine", "steps": 3}})
+    base = RenderOptions(device="cpu", dtype="float32")
+    assert with_model_defaults(base, own).sampler == "ddim-cosine"
+    assert with_model_defaults(base, own).n_steps() == 3
+    assert with_model_defaults(dataclasses.replace(base, steps=5), own).n_steps() == 5
+    explicit = dataclasses.replace(base, sampler="ddim")  # an explicit sampler keeps its defaults
+    assert with_model_defaults(explicit, own) == explicit and explicit.n_steps() == 50
+    plain = with_model_defaults(base, tiny)  # no "sampling" in config.json
+    assert plain.sampler == DEFAULT_SAMPLER and plain.n_steps() == 20
+    # render() applies them: same audio as asking for the model's settings explicitly
+    path = EXAMPLES / "piano_pedal.mid"
+    a = render(own, path, dataclasses.replace(base, tail=0.0)).audio
+    b = render(
+        tiny, path, dataclasses.replace(base, tail=0.0, sampler="ddim-cosine", steps=3)
+    ).audio
+    assert a.tobytes() == b.tobytes()
+    bad = dataclasses.replace(tiny, meta={"sampling": {"sampler": "euler"}})
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        with_model_defaults(base, bad)

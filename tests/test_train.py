@@ -50,6 +50,7 @@ def test_smoke_train_save_load_render(cache, tmp_path):
     meta = json.loads((out / "config.json").read_text())
     assert meta["codec"]["num_velocity_bins"] == 8 and meta["program_map"] == "identity"
     assert meta["inverter"] == {"type": "griffin-lim"}
+    assert meta["model"]["prediction_type"] == "v_prediction"  # the default for new models
     assert meta["training"]["steps"] == 4 and meta["training"]["runs"][0]["finished"]
     assert [r["step"] for r in meta["training"]["val_loss"]] == [2, 4]
     files = list(out.iterdir())
@@ -138,7 +139,9 @@ def test_skip_init_starts_at_the_high_noise_answer(d_model):
     from midisynth.tokens import Codec
 
     torch.manual_seed(0)
-    cfg = train.TrainConfig(model="tiny", model_overrides={"d_model": d_model})
+    cfg = train.TrainConfig(
+        model="tiny", model_overrides={"d_model": d_model}, prediction_type="epsilon"
+    )
     model = train.build_model(cfg, Codec(num_velocity_bins=8)).eval()
     plain = train.build_model(dataclasses.replace(cfg, skip_init=False), Codec(num_velocity_bins=8))
     ids = torch.randint(3, 1300, (2, 40))
@@ -162,3 +165,41 @@ def test_loss_weighting():
     assert w[2] == w[3] == 20.0
     with pytest.raises(ValueError):
         train.loss_weight(tau, "x0")
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+def test_denoise_loss_target(kind):
+    # A stand-in model that outputs the exact target scores zero; one that outputs the other
+    # parameterization's target does not.
+    from midisynth import diffusion
+
+    x0, noise = torch.rand(3, 256, 128) * 2 - 1, torch.randn(3, 256, 128)
+    tau = torch.tensor([0.1, 0.5, 0.9])
+    a, s = (v.view(-1, 1, 1) for v in diffusion.alpha_sigma(tau))
+    targets = {"epsilon": noise, "v_prediction": a * noise - s * x0}
+
+    class Stand:
+        config = dataclasses.replace(train.ModelConfig.tiny(), prediction_type=kind)
+
+        def __init__(self, answer):
+            self.answer = answer
+
+        def encode(self, *args):
+            return None
+
+        def precompute(self, enc):
+            return None
+
+        def __call__(self, z, t, kv):
+            torch.testing.assert_close(z, a * x0 + s * noise)
+            return targets[self.answer]
+
+    batch = data.Batch(
+        torch.zeros(3, 8, dtype=torch.long),
+        torch.zeros(3, 256, 128),
+        torch.ones(3, 256, dtype=torch.bool),
+        x0,
+    )
+    assert train.denoise_loss(Stand(kind), batch, tau, noise).abs().max() < 1e-6
+    other = "epsilon" if kind == "v_prediction" else "v_prediction"
+    assert train.denoise_loss(Stand(other), batch, tau, noise).min() > 0.05
