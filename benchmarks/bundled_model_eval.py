@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from midisynth import audio, data, weights
+from midisynth.evaluate import chroma_accuracy, onset_f1
 from midisynth.midi import Score, read_midi
 from midisynth.model import SpectrogramDiffusion
 from midisynth.render import RenderOptions, render
@@ -46,45 +47,6 @@ def untrained(model: weights.LoadedModel) -> weights.LoadedModel:
     torch.manual_seed(0)
     net = SpectrogramDiffusion(model.config).eval().requires_grad_(False)
     return dataclasses.replace(model, model=net, name="untrained")
-
-
-def chroma_accuracy(wave: np.ndarray, notes: list, hop: int = audio.HOP) -> tuple[float, float]:
-    """(fraction of sounding frames whose strongest pitch class is played, chance level)."""
-    x = torch.as_tensor(wave, dtype=torch.float32)
-    spec = torch.stft(x, 4096, hop, window=torch.hann_window(4096), return_complex=True).abs()
-    freqs = torch.fft.rfftfreq(4096, 1 / audio.SAMPLE_RATE)
-    band = (freqs >= 55) & (freqs <= 2000)
-    pc = (torch.round(12 * torch.log2(freqs[band] / 440.0)).long() + 9) % 12  # 0 = C
-    chroma = torch.zeros(12, spec.shape[1]).index_add_(0, pc, spec[band])  # (12, T)
-    hits, chance, n = 0, 0.0, 0
-    for f in range(spec.shape[1]):
-        t = f * hop / audio.SAMPLE_RATE
-        active = {nt.pitch % 12 for nt in notes if not nt.is_drum and nt.start + 0.05 <= t < nt.end}
-        if not active or chroma[:, f].sum() <= 0:
-            continue
-        hits += int(int(chroma[:, f].argmax()) in active)
-        chance += len(active) / 12
-        n += 1
-    return hits / max(n, 1), chance / max(n, 1)
-
-
-def onset_f1(mel: np.ndarray, notes: list, tol: float = 0.05) -> float:
-    """F-measure of spectral-flux peaks (log-mel, 20 ms frames) against the score's onset times."""
-    flux = np.maximum(np.diff(mel, axis=0), 0).sum(1)  # (T-1,) novelty; frame i+1 vs i
-    thr = flux.mean() + flux.std()
-    peaks = [
-        i + 1
-        for i in range(1, len(flux) - 1)
-        if flux[i] > thr and flux[i] >= flux[i - 1] and flux[i] >= flux[i + 1]
-    ]
-    est = np.array(peaks) / audio.FRAME_RATE
-    ref = np.unique(np.round([n.start for n in notes], 2))
-    if not len(est) or not len(ref):
-        return 0.0
-    hit_ref = sum(bool(np.any(np.abs(est - r) <= tol)) for r in ref)
-    hit_est = sum(bool(np.any(np.abs(ref - e) <= tol)) for e in est)
-    p, r = hit_est / len(est), hit_ref / len(ref)
-    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
 
 
 def main() -> None:

@@ -545,6 +545,10 @@ def evaluate(
     transcription: Annotated[
         bool, typer.Option(help="Transcription F1 (needs basic-pitch).")
     ] = True,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(min=1.0, help="Score only the first N seconds of each file (quicker)."),
+    ] = None,
 ) -> None:
     """Score renders against reference audio: mel L1, LSD, transcription F1, Fréchet distance.
 
@@ -565,6 +569,7 @@ def evaluate(
         device=device,
         soundfont=soundfont,
         transcription=transcription,
+        max_seconds=max_seconds,
         console=err,
     )
     raise typer.Exit(code)

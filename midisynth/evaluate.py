@@ -218,6 +218,48 @@ def transcription_scores(ref: np.ndarray, est: np.ndarray) -> dict[str, float]:
 # Transcriber and embeddings (models shipped in wheels)
 
 
+def chroma_accuracy(wave: np.ndarray, notes: list, hop: int = audio.HOP) -> tuple[float, float]:
+    """Score following without a transcriber: (fraction of frames with pitched notes sounding whose
+    strongest pitch class — 4096-point STFT of 16 kHz ``wave``, 55–2000 Hz — is one the score plays
+    there, the chance level: mean number of active classes / 12). ``notes``: midi.Note-like."""
+    x = torch.as_tensor(wave, dtype=torch.float32)
+    spec = torch.stft(x, 4096, hop, window=torch.hann_window(4096), return_complex=True).abs()
+    freqs = torch.fft.rfftfreq(4096, 1 / audio.SAMPLE_RATE)
+    band = (freqs >= 55) & (freqs <= 2000)
+    pc = (torch.round(12 * torch.log2(freqs[band] / 440.0)).long() + 9) % 12  # 0 = C
+    chroma = torch.zeros(12, spec.shape[1]).index_add_(0, pc, spec[band])  # (12, T)
+    hits, chance, n = 0, 0.0, 0
+    for f in range(spec.shape[1]):
+        t = f * hop / audio.SAMPLE_RATE
+        active = {nt.pitch % 12 for nt in notes if not nt.is_drum and nt.start + 0.05 <= t < nt.end}
+        if not active or chroma[:, f].sum() <= 0:
+            continue
+        hits += int(int(chroma[:, f].argmax()) in active)
+        chance += len(active) / 12
+        n += 1
+    return hits / max(n, 1), chance / max(n, 1)
+
+
+def onset_f1(mel: np.ndarray, notes: list, tol: float = 0.05) -> float:
+    """F-measure of spectral-flux peaks of ``mel`` [T, 128] (log-mel, 20 ms frames) against the
+    score's onset times, within ``tol`` seconds."""
+    flux = np.maximum(np.diff(mel, axis=0), 0).sum(1)  # (T-1,) novelty; frame i+1 vs i
+    thr = flux.mean() + flux.std()
+    peaks = [
+        i + 1
+        for i in range(1, len(flux) - 1)
+        if flux[i] > thr and flux[i] >= flux[i - 1] and flux[i] >= flux[i + 1]
+    ]
+    est = np.array(peaks) / audio.FRAME_RATE
+    ref = np.unique(np.round([n.start for n in notes], 2))
+    if not len(est) or not len(ref):
+        return 0.0
+    hit_ref = sum(bool(np.any(np.abs(est - r) <= tol)) for r in ref)
+    hit_est = sum(bool(np.any(np.abs(ref - e) <= tol)) for e in est)
+    p, r = hit_est / len(est), hit_ref / len(ref)
+    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
 class BasicPitch:
     """Audio → notes with basic-pitch 0.4.0's ONNX model (in its wheel), run with onnxruntime.
 
@@ -557,6 +599,18 @@ class _Scorer:
         return out
 
 
+def truncate_score(score: Any, seconds: float) -> Any:
+    """The first ``seconds`` of a midi.Score: notes starting before it, their ends cut there."""
+    import dataclasses
+
+    notes = [
+        dataclasses.replace(n, end=min(n.end, seconds)) for n in score.notes if n.start < seconds
+    ]
+    if not notes:
+        raise EvalError(f"no notes start in the first {seconds:g} s")
+    return dataclasses.replace(score, notes=notes, total_time=seconds)
+
+
 def evaluate(
     model: LoadedModel,
     midi_files: Sequence[str | os.PathLike],
@@ -569,6 +623,7 @@ def evaluate(
     embeddings: Sequence[str] = EMBEDDINGS,
     plots: bool = True,
     match_loudness: bool = True,
+    max_seconds: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Render each MIDI file and score it (and the ground truth encoded) against reference audio.
@@ -585,6 +640,9 @@ def evaluate(
             a temporary folder).
         transcription, embeddings, plots: which metric groups to compute (see the module doc).
         match_loudness: scale each system's audio to the reference's integrated loudness first.
+        max_seconds: score only the first this-many seconds of each file: the notes that start
+            before it are rendered (cut there, no tail) and compared with the same span of the
+            reference, which holds exactly those notes.
         log: receives one progress line per file.
     Returns:
         The report (JSON-ready; NaN → None): {"model", "options", "settings", "files": [{"file",
@@ -629,7 +687,11 @@ def evaluate(
                     entry["reference_source"] = repr(synth_reference)
                 entry["reference"] = str(ref_path)
                 score = read_midi(path)
-                rendered = render(model, score, options)
+                file_options = options
+                if max_seconds is not None and score.total_time > max_seconds:
+                    score = truncate_score(score, max_seconds)
+                    file_options = dataclasses.replace(options, tail=0.0)
+                rendered = render(model, score, file_options)
                 wavs, gains = scorer.systems(audio.read_audio(ref_path), rendered, match_loudness)
                 scores, mels = scorer.score(wavs, gains, rendered, score.notes)
                 entry.update(seconds=len(wavs["reference"]) / audio.SAMPLE_RATE, gain_db=gains)
@@ -661,6 +723,7 @@ def evaluate(
             "onset_tolerances_s": list(ONSET_TOLERANCES),
             "embeddings": list(scorer.embedders),
             "inverter": getattr(inverter, "name", str(inverter)),
+            "max_seconds": max_seconds,
         },
         "files": files,
         "summary": summary,
@@ -759,6 +822,7 @@ def evaluate_command(
     soundfont: str | os.PathLike | None = None,
     transcription: bool = True,
     embeddings: Sequence[str] = EMBEDDINGS,
+    max_seconds: float | None = None,
     console: Console | None = None,
 ) -> int:
     """`midisynth evaluate`: evaluate a model on a MIDI file or folder; returns the exit code.
@@ -823,6 +887,7 @@ def evaluate_command(
             out_dir=dst,
             transcription=transcription,
             embeddings=embeddings,
+            max_seconds=max_seconds,
             log=lambda m: console.print(m, highlight=False),
         )
     except (EvalDependencyError, InverterError) as e:

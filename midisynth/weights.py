@@ -353,6 +353,42 @@ def save_model(
     return dst
 
 
+def release_model(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    sampling: dict[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None,
+) -> Path:
+    """Copy a trained model folder to ``dst`` for shipping: the verified weight shards, config.json
+    (minus the optimizer-state listing; plus ``sampling`` = {"sampler", "steps"}, the render defaults,
+    and ``evaluation``) and train_log.csv. Training state (AdamW moments) is left behind: runs
+    continue from shipped weights with fresh optimizer moments."""
+    import shutil
+
+    from .diffusion import check_steps, get_sampler
+
+    src, dst = Path(src), Path(dst)
+    meta, _ = _load_midisynth_folder(src, verify=True)
+    meta.pop("training_state", None)
+    if sampling is not None:
+        get_sampler(sampling["sampler"])
+        if sampling.get("steps") is not None:
+            check_steps(sampling["steps"])
+        meta["sampling"] = dict(sampling)
+    if evaluation is not None:
+        meta["evaluation"] = evaluation
+    dst.mkdir(parents=True, exist_ok=True)
+    for old in dst.glob("model*.safetensors"):
+        old.unlink()
+    for fname in meta["files"]:
+        shutil.copy2(src / fname, dst / fname)
+    if (src / "train_log.csv").is_file():
+        shutil.copy2(src / "train_log.csv", dst / "train_log.csv")
+    (dst / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return dst
+
+
 def _load_midisynth_folder(
     path: Path, *, verify: bool = True, dtype: torch.dtype | None = None
 ) -> tuple[dict, dict]:

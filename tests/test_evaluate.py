@@ -286,3 +286,50 @@ def test_evaluate_command_on_a_folder(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "note F1, onset 100 ms" in printed and "Fréchet distance, aisfx" in printed
     assert (tmp_path / "out" / "report.json").is_file()
+
+
+def test_truncate_score_and_max_seconds(tiny, tmp_path):
+    from midisynth.midi import read_midi
+    from midisynth.render import RenderOptions
+
+    midi = write_fixture_midi(tmp_path / "phrase.mid")
+    score = read_midi(midi)
+    cut = ev.truncate_score(score, 1.5)
+    assert cut.total_time == 1.5 and 0 < len(cut.notes) < len(score.notes)
+    assert all(n.start < 1.5 and n.end <= 1.5 for n in cut.notes)
+    with pytest.raises(ev.EvalError, match="no notes start"):
+        ev.truncate_score(score, 0.0)
+    report = ev.evaluate(
+        tiny,
+        [midi],
+        reference_audio={midi: REAL_MUSIC},
+        options=RenderOptions(steps=2),
+        transcription=False,
+        embeddings=("mel-stats",),
+        plots=False,
+        max_seconds=1.5,
+    )
+    assert report["n_ok"] == 1 and report["settings"]["max_seconds"] == 1.5
+    assert report["files"][0]["seconds"] == pytest.approx(1.5)
+
+
+def test_chroma_accuracy_and_onset_f1_on_synthetic_tones():
+    from midisynth import audio
+
+    sr, notes = audio.SAMPLE_RATE, []
+    wave = np.zeros(4 * sr, np.float32)
+    for i, pitch in enumerate((60, 64, 67)):  # C4, E4, G4, one second each from 0.5 s
+        t = np.arange(sr) / sr
+        f = 440.0 * 2 ** ((pitch - 69) / 12)
+        wave[sr // 2 + i * sr : sr // 2 + (i + 1) * sr] = (
+            0.3 * np.sin(2 * np.pi * f * t) * np.exp(-3 * t)
+        )
+        notes.append(Note(0.5 + i, 1.5 + i, pitch, 100, 0, False, 0))
+    acc, chance = ev.chroma_accuracy(wave, notes)
+    assert acc > 0.9 and chance == pytest.approx(1 / 12)
+    shifted = [Note(n.start, n.end, n.pitch + 1, 100, 0, False, 0) for n in notes]
+    assert ev.chroma_accuracy(wave, shifted)[0] < 0.1  # a semitone off is wrong
+    mel = audio.log_mel(torch.from_numpy(wave)).numpy()
+    assert ev.onset_f1(mel, notes) >= 0.8  # every onset found (a release may add a peak)
+    late = [Note(n.start + 0.3, n.end, n.pitch, 100, 0, False, 0) for n in notes]
+    assert ev.onset_f1(mel, late) == 0.0

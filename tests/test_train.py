@@ -71,6 +71,28 @@ def test_smoke_train_save_load_render(cache, tmp_path):
     assert meta2["codec"] == meta["codec"]
     assert any("resumed optimizer: True" in line for line in logs)
 
+    # Release: weights + config (+ render defaults), no optimizer state; training continues from it.
+    rel = weights.release_model(
+        out2, tmp_path / "rel", sampling={"sampler": "ddim-cosine", "steps": 3}
+    )
+    assert sorted(f.name for f in rel.iterdir()) == sorted(
+        [*meta2["files"], "config.json", "train_log.csv"]
+    )
+    shipped = weights.load_model(rel)
+    assert shipped.meta["sampling"] == {"sampler": "ddim-cosine", "steps": 3}
+    assert "training_state" not in shipped.meta
+    reloaded = weights.load_model(out2).model.parameters()
+    for a, b in zip(shipped.model.parameters(), reloaded, strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        weights.release_model(out2, tmp_path / "bad", sampling={"sampler": "euler"})
+    logs.clear()
+    out3 = train.train(
+        tiny_config(cache, tmp_path / "m3", resume=str(rel), steps=1), log=logs.append
+    )
+    assert json.loads((out3 / "config.json").read_text())["training"]["steps"] == 7
+    assert any("resumed optimizer: False" in line for line in logs)
+
 
 def test_state_round_trip(cache, tmp_path):
     cfg = tiny_config(cache, tmp_path)
