@@ -22,6 +22,7 @@ One segment (B = batch, L ≤ 2048 tokens):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -124,18 +125,33 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float) -> Tensor:
     return torch.cat([args.sin(), args.cos()], dim=-1)
 
 
-def sinusoid_table(length: int, dim: int) -> Tensor:
+def sinusoid_code(dim: int, generator: torch.Generator | None = None) -> Callable[[Tensor], Tensor]:
+    """The 'fixed_permuted_offset' position code as a function of (possibly fractional) positions,
+    [N] → [N, dim] float32: first half sin(p·div_k + φ_k), second half cos(p·div_k + ψ_k),
+    div_k = exp(−k·ln(10000)/(dim/2 − 1)), then the columns permuted; phases and permutation are
+    drawn once (from ``generator``). Only for models trained from scratch (see sinusoid_table)."""
+    half = dim // 2
+    div = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / max(half - 1, 1))
+    phase = torch.rand(2, half, generator=generator).double() * 2 * math.pi
+    perm = torch.randperm(dim, generator=generator)
+
+    def code(positions: Tensor) -> Tensor:
+        arg = positions.double()[:, None] * div[None]  # (N, dim/2)
+        table = torch.cat([torch.sin(arg + phase[0]), torch.cos(arg + phase[1])], dim=-1)
+        if dim > 2 * half:  # odd width: one zero column
+            table = torch.cat([table, table.new_zeros(len(positions), 1)], dim=-1)
+        return table[:, perm].float()
+
+    return code
+
+
+def sinusoid_table(length: int, dim: int, generator: torch.Generator | None = None) -> Tensor:
     """A fresh 'fixed_permuted_offset' position table (random phases, permuted columns), (length, dim).
 
     Only for models trained from scratch: the released model's tables are random draws stored in the
     checkpoint and must be loaded, never regenerated.
     """
-    half = dim // 2
-    div = torch.exp(-math.log(10000.0) * torch.arange(half) / max(half - 1, 1))
-    pos = torch.arange(length, dtype=torch.float32)[:, None] * div[None]  # (length, dim/2)
-    phase = torch.rand(2, half) * 2 * math.pi
-    table = torch.cat([torch.sin(pos + phase[0]), torch.cos(pos + phase[1])], dim=-1)
-    return table[:, torch.randperm(dim)]
+    return sinusoid_code(dim, generator)(torch.arange(length))
 
 
 class RMSNorm(nn.Module):

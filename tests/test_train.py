@@ -225,3 +225,27 @@ def test_denoise_loss_target(kind):
     assert train.denoise_loss(Stand(kind), batch, tau, noise).abs().max() < 1e-6
     other = "epsilon" if kind == "v_prediction" else "v_prediction"
     assert train.denoise_loss(Stand(other), batch, tau, noise).min() > 0.05
+
+
+def test_time_codes_align_shift_tokens_with_decoder_frames():
+    from midisynth.tokens import Codec
+
+    codec = Codec(num_velocity_bins=8)
+    model = train.build_model(train.TrainConfig(model="tiny"), codec)
+    dec = model.decoder.position_encoding.weight  # (256, 64)
+    emb = model.notes_encoder.token_embedder.weight
+    d = model.config.d_model
+    # sinusoid rows (random phases): squared norm d/2 on average, values in [-1, 1]
+    assert abs(float(dec.pow(2).sum(1).mean()) / (d / 2) - 1) < 0.2 and dec.abs().max() <= 1
+    for v in (0, 2, 100, 510):  # shift v (10 ms steps) is the decoder's code at frame v/2
+        torch.testing.assert_close(emb[codec.token_id("shift", v)], dec[v // 2])
+    sims = emb[codec.token_id("shift", 101)] @ dec.T  # between frames 50 and 51
+    assert int(sims.argmax()) in (50, 51)
+    # neighbouring frames look alike, far ones less so
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(dec[100], dec[101], dim=0) > 0.8 > 0.5 > cos(dec[100], dec[200], dim=0)
+    other = model.notes_encoder.position_encoding.weight
+    assert not torch.allclose(other[:256], dec)  # each table has its own phases / permutation
+    plain = train.build_model(train.TrainConfig(model="tiny", time_codes=False), codec)
+    shift = plain.notes_encoder.token_embedder.weight[codec.token_id("shift", 100)]
+    assert abs(float(cos(shift, plain.decoder.position_encoding.weight[50], dim=0))) < 0.5
