@@ -65,6 +65,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -448,14 +449,31 @@ def render_job(job: Job) -> Piece:
     return Piece(job.name, job.source, mel_of(wave), notes_to_array(notes))
 
 
-def save_shard(path: Path, pieces: Sequence[Piece]) -> None:
-    """Pieces → one .npz: concatenated mels/notes with offsets, names and sources."""
+def quantize_mel(mel: np.ndarray) -> np.ndarray:
+    """Log-mel [F, 128] → uint8 over the training range [SCALE_MIN, SCALE_MAX] (steps of 0.061
+    feature units, ~0.5 dB; training clips to that range anyway). Inverse: ``dequantize_mel``."""
+    lo, hi = audio.SCALE_MIN, audio.SCALE_MAX
+    q = np.round((np.clip(mel.astype(np.float32), lo, hi) - lo) / (hi - lo) * 255)
+    return q.astype(np.uint8)
+
+
+def dequantize_mel(q: np.ndarray) -> np.ndarray:
+    """uint8 [F, 128] → float16 log-mel feature units."""
+    lo, hi = audio.SCALE_MIN, audio.SCALE_MAX
+    return (q.astype(np.float32) / 255 * (hi - lo) + lo).astype(np.float16)
+
+
+def save_shard(path: Path, pieces: Sequence[Piece], compact: bool = False) -> None:
+    """Pieces → one .npz: concatenated mels/notes with offsets, names and sources. ``compact``:
+    mels quantized to uint8 (``quantize_mel``) and the file deflated, ~6× smaller."""
     mo = np.cumsum([0] + [len(p.mel) for p in pieces])
     no = np.cumsum([0] + [len(p.notes) for p in pieces])
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
+    mel = np.concatenate([p.mel for p in pieces]) if pieces else np.zeros((0, 128), np.float16)
+    mel_entry = {"mel_u8": quantize_mel(mel)} if compact else {"mel": mel}
+    (np.savez_compressed if compact else np.savez)(
         tmp,
-        mel=np.concatenate([p.mel for p in pieces]) if pieces else np.zeros((0, 128), np.float16),
+        **mel_entry,
         mel_offsets=mo,
         notes=np.concatenate([p.notes for p in pieces]) if pieces else np.zeros((0, 6)),
         note_offsets=no,
@@ -467,7 +485,8 @@ def save_shard(path: Path, pieces: Sequence[Piece]) -> None:
 
 def load_shard(path: str | os.PathLike) -> list[Piece]:
     with np.load(path) as z:
-        mel, mo, notes, no = z["mel"], z["mel_offsets"], z["notes"], z["note_offsets"]
+        mel = dequantize_mel(z["mel_u8"]) if "mel_u8" in z else z["mel"]
+        mo, notes, no = z["mel_offsets"], z["notes"], z["note_offsets"]
         names, sources = z["names"].tolist(), z["sources"].tolist()
     return [
         Piece(n, s, mel[mo[i] : mo[i + 1]], notes[no[i] : no[i + 1]])
@@ -783,6 +802,65 @@ def fixed_examples(
     return [sampler.example(rng) for _ in range(n)]
 
 
+def compact_cache(
+    src: str | os.PathLike, dst: str | os.PathLike, max_mib: float = 48.0, seed: int = 0
+) -> dict[str, Any]:
+    """Copy a cache into ``dst`` as compact shards (uint8 mels, deflated) of at most ``max_mib``
+    in all — e.g. to carry training data to a machine that cannot synthesize it. Every val piece
+    is kept; train pieces are taken in a seeded random order until the budget is spent. Returns
+    (and writes to index.json) what was kept."""
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for old in dst.glob("*.npz"):
+        old.unlink()
+    save_shard(dst / "val-00000.npz", load_cache(src, "val"), compact=True)
+    budget = max_mib * 2**20 - (dst / "val-00000.npz").stat().st_size
+    train = load_cache(src, "train")
+    order = np.random.default_rng(seed).permutation(len(train))
+    kept: list[Piece] = []
+    shard, used = 0, 0
+    group: list[Piece] = []
+    for i in [*order.tolist(), None]:
+        if i is not None:
+            group.append(train[i])
+        if group and (i is None or len(group) == 16):
+            path = dst / f"train-{shard:05d}.npz"
+            save_shard(path, group, compact=True)
+            size = path.stat().st_size
+            while used + size > budget and len(group) > 1:  # trim the last shard to fit
+                group = group[: len(group) // 2]
+                save_shard(path, group, compact=True)
+                size = path.stat().st_size
+            if used + size > budget:
+                path.unlink()
+                break
+            kept += group
+            used += size
+            shard += 1
+            group = []
+    if not kept:
+        raise ValueError(f"max_mib={max_mib} leaves no room for any training piece")
+    info: dict[str, Any] = {}
+    index = src / "index.json"
+    if index.is_file():
+        info = json.loads(index.read_text())
+    val_pieces = load_cache(dst, "val")
+    info.update(
+        compact={"from": str(src), "max_mib": max_mib, "seed": seed, "mel": "uint8"},
+        pieces={"train": len(kept), "val": len(val_pieces)},
+        hours={
+            "train": round(sum(p.seconds for p in kept) / 3600, 3),
+            "val": round(sum(p.seconds for p in val_pieces) / 3600, 3),
+        },
+        hours_by_source={
+            s: round(sum(p.seconds for p in kept if p.source == s) / 3600, 3)
+            for s in sorted({p.source for p in kept})
+        },
+    )
+    (dst / "index.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
 # ---- Command line ------------------------------------------------------------------------------------
 
 
@@ -792,6 +870,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m midisynth.data", description="Build a training cache."
     )
     ap.add_argument("out", type=Path, help="cache folder to write")
+    ap.add_argument(
+        "--compact-from",
+        type=Path,
+        default=None,
+        metavar="CACHE",
+        help="instead of building: copy CACHE into OUT with uint8 mels, at most --max-mib",
+    )
+    ap.add_argument("--max-mib", type=float, default=48.0)
     ap.add_argument(
         "--midi",
         action="append",
@@ -814,6 +900,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.compact_from is not None:
+        info = compact_cache(args.compact_from, args.out, args.max_mib, args.seed)
+        print(json.dumps({k: info[k] for k in ("pieces", "hours")}))
+        return 0
     sf2 = str(find_soundfont(args.soundfont)) if (args.midi or args.procedural) else None
     common = dict(keep_programs=args.keep_programs, soundfont=sf2, reverb=args.reverb)
     jobs: list[Job] = []

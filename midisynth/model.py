@@ -142,6 +142,7 @@ def sinusoid_code(dim: int, generator: torch.Generator | None = None) -> Callabl
             table = torch.cat([table, table.new_zeros(len(positions), 1)], dim=-1)
         return table[:, perm].float()
 
+    code.div, code.perm = div, perm  # type: ignore[attr-defined]  # for init_time_codes
     return code
 
 

@@ -168,7 +168,9 @@ def build_model(config: TrainConfig, codec: tokens.Codec) -> SpectrogramDiffusio
 
 
 @torch.no_grad()
-def init_time_codes(model: SpectrogramDiffusion, codec: tokens.Codec, seed: int = 0) -> None:
+def init_time_codes(
+    model: SpectrogramDiffusion, codec: tokens.Codec, seed: int = 0, time_head_scale: float = 1.0
+) -> None:
     """Tell a from-scratch model's notes encoder what a shift token means (an initialisation only;
     names and shapes unchanged).
 
@@ -190,6 +192,20 @@ def init_time_codes(model: SpectrogramDiffusion, codec: tokens.Codec, seed: int 
     first = codec.token_id("shift", 0)
     emb = model.notes_encoder.token_embedder.weight
     emb[first : first + len(values)] = dec_code(values * frames_per_step)
+    if time_head_scale > 0:
+        # Head 0 of every decoder cross-attention compares the sin/cos channels of the code's
+        # periods from ~6 to ~60 frames in query and key: q·k ≈ s²·Σ cos(ω_k·Δframes), peaked at
+        # the frame the token's time falls in. (Random q/k start every head near uniform, and
+        # sharpening them takes a small model far longer than an hour.)
+        half, dk = cfg.d_model // 2, cfg.d_kv
+        inv = torch.argsort(dec_code.perm)
+        ks = torch.arange(min(dk // 2, half))
+        cols = torch.stack([inv[ks], inv[half + ks]], 1).reshape(-1)  # sin_k, cos_k pairs
+        for lyr in model.decoder.decoders:
+            att = lyr.layer[1].attention
+            for w in (att.to_q.weight, att.to_k.weight):
+                w[:dk].zero_()
+                w[torch.arange(len(cols)), cols] = time_head_scale
 
 
 @torch.no_grad()
@@ -292,12 +308,16 @@ def _load_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer
     return True
 
 
-def lr_at(step: int, config: TrainConfig) -> float:
-    """Linear warmup, then cosine decay from lr to lr·min_lr_ratio at config.steps."""
+def lr_at(step: int, config: TrainConfig, minutes: float | None = None) -> float:
+    """Linear warmup, then cosine decay from lr to lr·min_lr_ratio at config.steps — or at
+    config.max_minutes when that comes first (``minutes`` = wall time so far), so a run bounded
+    by time (a GPU slice) still ends its schedule."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     span = max(1, config.steps - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / span)
+    if minutes is not None and config.max_minutes:
+        progress = max(progress, min(1.0, minutes / config.max_minutes))
     cos = 0.5 * (1 + math.cos(math.pi * progress))
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cos)
 
@@ -546,7 +566,7 @@ def train(config: TrainConfig, log=print) -> Path:
                     sampler.batches, rng, config.batch_size, config.length_buckets
                 )
             batch = queue.pop().to(device)
-            lr = lr_at(step, config)
+            lr = lr_at(step, config, (time.time() - t_start) / 60)
             for g in opt.param_groups:
                 g["lr"] = lr
             b = batch.target.shape[0]

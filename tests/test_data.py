@@ -111,6 +111,36 @@ def test_cached_piece_matches_audio_and_notes(piece, tmp_path):
     np.testing.assert_array_equal(back[1].notes, piece.notes)
 
 
+def test_compact_shards_and_cache(piece, tmp_path):
+    import dataclasses
+    import json
+
+    mel = piece.mel.astype(np.float32)
+    back = data.dequantize_mel(data.quantize_mel(mel)).astype(np.float32)
+    inside = (mel > audio.SCALE_MIN) & (mel < audio.SCALE_MAX)
+    step = (audio.SCALE_MAX - audio.SCALE_MIN) / 255
+    assert np.abs(back - mel)[inside].max() <= step / 2 + 1e-2  # half a step (+ float16)
+    assert back.min() >= audio.SCALE_MIN - 1e-2 and back.max() <= audio.SCALE_MAX + 1e-2
+    src = tmp_path / "src"
+    src.mkdir()
+    pieces = [dataclasses.replace(piece, name=f"paired/{i}.mid") for i in range(40)]
+    data.save_shard(src / "train-00000.npz", pieces)
+    data.save_shard(src / "val-00000.npz", pieces[:2])
+    (src / "index.json").write_text(json.dumps({"settings": {"seed": 0}}))
+    full = (src / "train-00000.npz").stat().st_size
+    info = data.compact_cache(src, tmp_path / "dst", max_mib=full / 2**20 / 8)
+    dst = tmp_path / "dst"
+    files = list(dst.glob("*.npz"))
+    assert sum(f.stat().st_size for f in files) <= full / 8  # within the budget
+    kept = data.load_cache(dst, "train")
+    assert 0 < len(kept) < 40 and info["pieces"] == {"train": len(kept), "val": 2}
+    assert info["settings"] == {"seed": 0} and info["compact"]["mel"] == "uint8"
+    assert kept[0].mel.dtype == np.float16 and kept[0].mel.shape == piece.mel.shape
+    np.testing.assert_array_equal(kept[0].notes, piece.notes)
+    with pytest.raises(ValueError, match="no room"):
+        data.compact_cache(src, tmp_path / "tiny", max_mib=1e-4)
+
+
 def _band(pitch: int) -> int:
     """Mel band holding the fundamental of ``pitch``."""
     f = 440.0 * 2 ** ((pitch - 69) / 12)

@@ -130,6 +130,12 @@ def test_lr_schedule():
     assert train.lr_at(9, cfg) == pytest.approx(1e-3)
     assert train.lr_at(60, cfg) == pytest.approx(0.55e-3)
     assert train.lr_at(110, cfg) == pytest.approx(1e-4)
+    timed = train.TrainConfig(lr=1e-3, warmup_steps=10, steps=10**6, max_minutes=8.0)
+    assert train.lr_at(20, timed, minutes=4.0) == pytest.approx(
+        0.55e-3, rel=1e-3
+    )  # half-way in time
+    assert train.lr_at(20, timed, minutes=8.0) == pytest.approx(1e-4)
+    assert train.lr_at(20, cfg, minutes=100.0) == train.lr_at(20, cfg)  # no time limit: steps only
 
 
 def test_command_line_arguments(cache, tmp_path):
