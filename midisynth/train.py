@@ -102,6 +102,9 @@ class TrainConfig:
     ema_decay: float = 0.998
     grad_clip: float = 1.0  # max global gradient norm
     cfg_drop: float = CFG_DROP_PROB
+    # Fraction of examples drawn at high noise, τ ~ U[0.7, 1) (the rest τ ~ U[0, 1)): where the
+    # model learns what the notes sound like and when; what few-step sampling relies on.
+    high_noise_fraction: float = 0.0
     val_every: int = 200  # steps between validation losses
     val_examples: int = 32
     log_every: int = 20
@@ -324,6 +327,14 @@ def lr_at(step: int, config: TrainConfig, minutes: float | None = None) -> float
 
 # --------------------------------------------------------------------------------------------
 # Loss
+
+
+def sample_tau(n: int, high_noise_fraction: float = 0.0, device: Any = "cpu") -> torch.Tensor:
+    """Training noise times [n] in [0, 1): uniform, except that a ``high_noise_fraction`` of them
+    is drawn from [0.7, 1) (log-SNR below −2.6)."""
+    tau = torch.rand(n, device=device)
+    high = torch.rand(n, device=device) < high_noise_fraction
+    return torch.where(high, 0.7 + 0.3 * tau, tau)
 
 
 def loss_weight(tau: torch.Tensor, kind: str, cap: float = 20.0) -> torch.Tensor:
@@ -570,7 +581,7 @@ def train(config: TrainConfig, log=print) -> Path:
             for g in opt.param_groups:
                 g["lr"] = lr
             b = batch.target.shape[0]
-            tau = torch.rand(b, device=device)
+            tau = sample_tau(b, config.high_noise_fraction, device)
             noise = torch.randn_like(batch.target)
             weighting = config.loss_weighting if mc.prediction_type == "epsilon" else "eps"
             loss = (

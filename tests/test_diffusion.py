@@ -154,17 +154,22 @@ def test_oracle_denoiser_returns_x0(sampler, steps):
 S = 0.3  # data std: x0 ~ N(0, S²) elementwise, small enough that clipping never triggers
 
 
+def _abar(sampler: str, t):
+    """(ᾱ, 1 − ᾱ) [B, 1, 1] float64 at model time t under the sampler's schedule."""
+    if D.SAMPLERS[sampler].schedule == "cosine":
+        a, s = D.alpha_sigma(t.double())
+        a2, s2 = a**2, s**2
+    else:
+        a2 = D.discrete_alphas_cumprod().double()[(t.double() * 1000).round().long()]
+        s2 = 1 - a2
+    return a2.view(-1, 1, 1), s2.view(-1, 1, 1)
+
+
 def gaussian_denoiser(sampler: str):
     """Exact ε-prediction for Gaussian data: E[ε | x_t] = σ·x / (α²S² + σ²)."""
 
     def denoise(x, t):
-        if D.SAMPLERS[sampler].schedule == "cosine":
-            a, s = D.alpha_sigma(t.double())
-            a2, s2 = a**2, s**2
-        else:
-            a2 = D.discrete_alphas_cumprod().double()[(t.double() * 1000).round().long()]
-            s2 = 1 - a2
-        a2, s2 = a2.view(-1, 1, 1), s2.view(-1, 1, 1)
+        a2, s2 = _abar(sampler, t)
         return (s2.sqrt() * x.double() / (a2 * S**2 + s2)).float()
 
     return denoise
@@ -174,13 +179,7 @@ def gaussian_v_denoiser(sampler: str):
     """Exact v-prediction for the same data: v = α·E[ε | x] − σ·E[x0 | x] = ασ(1 − S²)·x / (α²S² + σ²)."""
 
     def denoise(x, t):
-        if D.SAMPLERS[sampler].schedule == "cosine":
-            a, s = D.alpha_sigma(t.double())
-            a2, s2 = a**2, s**2
-        else:
-            a2 = D.discrete_alphas_cumprod().double()[(t.double() * 1000).round().long()]
-            s2 = 1 - a2
-        a2, s2 = a2.view(-1, 1, 1), s2.view(-1, 1, 1)
+        a2, s2 = _abar(sampler, t)
         return ((a2 * s2).sqrt() * (1 - S**2) * x.double() / (a2 * S**2 + s2)).float()
 
     return denoise

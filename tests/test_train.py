@@ -255,3 +255,15 @@ def test_time_codes_align_shift_tokens_with_decoder_frames():
     plain = train.build_model(train.TrainConfig(model="tiny", time_codes=False), codec)
     shift = plain.notes_encoder.token_embedder.weight[codec.token_id("shift", 100)]
     assert abs(float(cos(shift, plain.decoder.position_encoding.weight[50], dim=0))) < 0.5
+
+
+def test_sample_tau_high_noise_fraction():
+    torch.manual_seed(0)
+    plain = train.sample_tau(20000)
+    assert (
+        0 <= plain.min()
+        and plain.max() < 1
+        and abs(float((plain >= 0.7).float().mean()) - 0.3) < 0.02
+    )
+    tilted = train.sample_tau(20000, 0.8)
+    assert abs(float((tilted >= 0.7).float().mean()) - (0.8 + 0.2 * 0.3)) < 0.02
