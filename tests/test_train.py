@@ -238,8 +238,8 @@ def test_time_codes_align_shift_tokens_with_decoder_frames():
 
     codec = Codec(num_velocity_bins=8)
     model = train.build_model(train.TrainConfig(model="tiny"), codec)
-    dec = model.decoder.position_encoding.weight  # (256, 64)
-    emb = model.notes_encoder.token_embedder.weight
+    dec = model.decoder.position_encoding.weight.detach()  # (256, 64)
+    emb = model.notes_encoder.token_embedder.weight.detach()
     d = model.config.d_model
     # sinusoid rows (random phases): squared norm d/2 on average, values in [-1, 1]
     assert abs(float(dec.pow(2).sum(1).mean()) / (d / 2) - 1) < 0.2 and dec.abs().max() <= 1
@@ -253,7 +253,7 @@ def test_time_codes_align_shift_tokens_with_decoder_frames():
     other = model.notes_encoder.position_encoding.weight
     assert not torch.allclose(other[:256], dec)  # each table has its own phases / permutation
     plain = train.build_model(train.TrainConfig(model="tiny", time_codes=False), codec)
-    shift = plain.notes_encoder.token_embedder.weight[codec.token_id("shift", 100)]
+    shift = plain.notes_encoder.token_embedder.weight[codec.token_id("shift", 100)].detach()
     assert abs(float(cos(shift, plain.decoder.position_encoding.weight[50], dim=0))) < 0.5
 
 
