@@ -61,7 +61,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -791,6 +791,81 @@ class ExampleSampler:
         exs = sorted((self.example(rng) for _ in range(size * pool)), key=lambda e: len(e.tokens))
         groups = [exs[i : i + size] for i in range(0, len(exs), size)]
         return [collate(groups[i]) for i in rng.permutation(len(groups))]
+
+
+_WORKER_SAMPLER: ExampleSampler | None = None  # set in each BatchStream worker process
+
+
+def _init_worker(sampler: ExampleSampler) -> None:
+    global _WORKER_SAMPLER
+    torch.set_num_threads(1)  # as DataLoader workers: forked OpenMP pools must stay unused
+    _WORKER_SAMPLER = sampler
+
+
+def _worker_batches(seed: tuple[int, int], size: int, pool: int) -> tuple[list[Batch], int]:
+    sampler = _WORKER_SAMPLER
+    assert sampler is not None
+    before = sampler.rejected
+    out = sampler.batches(np.random.default_rng(seed), size, pool)
+    return out, sampler.rejected - before
+
+
+class BatchStream:
+    """Endless training batches, prepared ahead of the model.
+
+    ``workers`` ≤ 1: one background thread drawing from a single generator seeded with ``seed``
+    (the stream of ``sampler.batches(rng, …)`` calls in order). ``workers`` > 1: that many forked
+    processes, call k seeded with (seed, k) — for a GPU, which one Python thread cannot keep fed.
+    Iterate for batches; ``rejected`` counts the redrawn too-long examples; ``close()`` at the end.
+    """
+
+    def __init__(
+        self,
+        sampler: ExampleSampler,
+        seed: int,
+        batch_size: int,
+        buckets: int = 4,
+        workers: int = 1,
+    ) -> None:
+        import multiprocessing
+        from collections import deque
+        from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+
+        self.sampler, self.rejected, self._calls = sampler, 0, 0
+        self._args = (batch_size, buckets)
+        self._pool: ThreadPoolExecutor | ProcessPoolExecutor
+        if workers <= 1:
+            self._pool, self._rng = ThreadPoolExecutor(max_workers=1), np.random.default_rng(seed)
+        else:
+            self._pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=_init_worker,
+                initargs=(sampler,),
+            )
+        self._seed, self._workers = seed, workers
+        self._futures: deque[Future] = deque(self._submit() for _ in range(max(2, 2 * workers)))
+
+    def _submit(self) -> Any:
+        self._calls += 1
+        if self._workers <= 1:
+            return self._pool.submit(self.sampler.batches, self._rng, *self._args)
+        return self._pool.submit(_worker_batches, (self._seed, self._calls), *self._args)
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            done = self._futures.popleft()
+            self._futures.append(self._submit())
+            if self._workers <= 1:
+                batches = done.result()
+                self.rejected = self.sampler.rejected
+            else:
+                batches, rejected = done.result()
+                self.rejected += rejected
+            yield from batches
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def fixed_examples(

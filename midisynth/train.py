@@ -34,7 +34,6 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +91,7 @@ class TrainConfig:
     program_map: str = "identity"  # program mapping (ignored when resuming)
     max_tokens: int = 1024  # examples needing more note tokens are redrawn
     length_buckets: int = 4  # batches drawn together and grouped by token count (less padding)
+    data_workers: int = 1  # processes preparing batches (a GPU needs several; 1 = one thread)
     batch_size: int = 16
     lr: float = 1e-3  # peak AdamW learning rate
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
@@ -420,7 +420,6 @@ def train(config: TrainConfig, log=print) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     device = _device(config.device)
     bf16 = _use_bf16(config.bf16, device)
     out = Path(config.out)
@@ -558,9 +557,10 @@ def train(config: TrainConfig, log=print) -> Path:
         record(step, val_loss=round(v, 5))
         return v
 
-    pool = ThreadPoolExecutor(max_workers=1)  # prepares the next batches while the model runs
-    queue: list[data.Batch] = []
-    next_batches = pool.submit(sampler.batches, rng, config.batch_size, config.length_buckets)
+    stream = data.BatchStream(
+        sampler, config.seed, config.batch_size, config.length_buckets, config.data_workers
+    )
+    batches = iter(stream)
     ema_params = [p for p in ema.parameters()]
     model_params = [p for p in model.parameters()]
     last_save = time.time()
@@ -571,12 +571,7 @@ def train(config: TrainConfig, log=print) -> Path:
             if config.max_minutes is not None and time.time() - t_start > config.max_minutes * 60:
                 log(f"[train] time limit of {config.max_minutes} min reached")
                 break
-            if not queue:
-                queue = next_batches.result()
-                next_batches = pool.submit(
-                    sampler.batches, rng, config.batch_size, config.length_buckets
-                )
-            batch = queue.pop().to(device)
+            batch = next(batches).to(device)
             lr = lr_at(step, config, (time.time() - t_start) / 60)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -619,12 +614,12 @@ def train(config: TrainConfig, log=print) -> Path:
                 save(step, final=False)
                 last_save = time.time()
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        stream.close()
     if not val_table or val_table[-1]["step"] != step0 + step:
         validate(step)
     save(step, final=True)
     log_file.close()
-    log(f"[train] redrawn examples over {config.max_tokens} tokens: {sampler.rejected}")
+    log(f"[train] redrawn examples over {config.max_tokens} tokens: {stream.rejected}")
     return out
 
 

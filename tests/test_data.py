@@ -10,6 +10,7 @@ import mido
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from midisynth import audio, data, tokens
 from midisynth.midi import Note, read_midi
@@ -272,3 +273,29 @@ def test_length_bucketed_batches(piece):
     longest = sorted(int((b.tokens > 0).sum(1).max()) for b in bs)
     shortest = sorted(int((b.tokens > 0).sum(1).min()) for b in bs)
     assert all(hi <= lo2 for hi, lo2 in zip(longest[:-1], shortest[1:], strict=True))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batch_stream_is_seeded_and_keeps_going(piece, workers):
+    sampler = data.ExampleSampler([piece], cfg_drop=0.0, codec=CODEC, program_map="identity")
+
+    def first(n: int, seed: int) -> list[data.Batch]:
+        stream = data.BatchStream(sampler, seed, batch_size=2, buckets=2, workers=workers)
+        try:
+            it = iter(stream)
+            return [next(it) for _ in range(n)]
+        finally:
+            stream.close()
+
+    a, b, c = first(5, 0), first(5, 0), first(5, 1)  # more batches than one call makes
+    assert all(x.target.shape == (2, 256, 128) for x in a)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x.tokens, y.tokens) and torch.equal(x.target, y.target)
+    assert any(not torch.equal(x.target, y.target) for x, y in zip(a, c, strict=True))
+    if workers == 1:  # one thread: exactly the calls of sampler.batches on one generator
+        rng = np.random.default_rng(0)
+        direct = (
+            sampler.batches(rng, 2, 2) + sampler.batches(rng, 2, 2) + sampler.batches(rng, 2, 2)
+        )
+        for x, y in zip(a, direct[:5], strict=True):
+            assert torch.equal(x.target, y.target)

@@ -12,7 +12,7 @@
 # shards, train_log.csv: at most 8 files). Ship it with midisynth.weights.release_model (README,
 # "Training"). Settings by environment: MINUTES (training wall time), RESUME (model folder
 # to continue from, e.g. weights/midisynth; default: a new model), MODEL (preset of a new model),
-# BATCH, LR, NAME, DEVICE (cuda; cpu for a smoke run), DATA (.carry/cache).
+# BATCH, LR, NAME, DATA_WORKERS, DEVICE (cuda; cpu for a smoke run), DATA (.carry/cache).
 set -euo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -30,7 +30,7 @@ args=(
   --device "${DEVICE:-cuda}" --bf16 auto --steps "${STEPS:-1000000}" --max-minutes "${MINUTES:-7}"
   --batch-size "${BATCH:-64}" --lr "${LR:-1e-3}" --warmup-steps "${WARMUP:-300}"
   --val-every "${VAL_EVERY:-1000}" --val-examples 64 --log-every "${LOG_EVERY:-100}"
-  --checkpoint-minutes 3 --no-save-optimizer --threads 8
+  --checkpoint-minutes 3 --no-save-optimizer --threads 4 --data-workers "${DATA_WORKERS:-8}"
 )
 if [ -n "${RESUME:-}" ]; then
   args+=(--resume "$RESUME")
