@@ -238,7 +238,7 @@ def render(
     import importlib
 
     R = importlib.import_module("midisynth.render")  # the module, not midisynth.render()
-    from .weights import load_model
+    from .weights import ModelError, default_model_name, load_model
 
     try:
         plan = R.plan_outputs(
@@ -274,7 +274,15 @@ def render(
                 err.print(f"nothing to do: {len(plan.skipped)} output(s) exist (--skip-existing)")
             raise typer.Exit(0)
         dev = R.resolve_device(device)
-        loaded = load_model(model, device=dev, dtype=R.resolve_dtype(dtype, dev))
+        try:
+            loaded = load_model(model, device=dev, dtype=R.resolve_dtype(dtype, dev))
+        except ModelError as e:
+            if model is None and default_model_name() == "official":
+                raise ModelError(
+                    f"{str(e).splitlines()[0]} (no --model given, and no bundled model is "
+                    "installed: the official one is the default)"
+                ) from None
+            raise
         if inverter is not None:
             from .inverter import load_inverter
 

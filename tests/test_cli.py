@@ -230,3 +230,22 @@ def test_models_and_programs():
 def test_evaluate_missing_input_is_a_usage_error(tmp_path):
     r = run("evaluate", str(tmp_path / "nope"), "--model", "tiny-random")
     assert r.exit_code == 2 and "not found" in r.output and "Traceback" not in r.output
+
+
+def test_default_model_without_network_is_one_clear_line(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from midisynth import weights
+
+    if weights.default_model_name() != "official":
+        pytest.skip("a bundled model is installed: it is the default")
+
+    def offline(*args, **kwargs):  # the transport only: what hf_hub_download raises offline
+        raise huggingface_hub.errors.LocalEntryNotFoundError("cannot reach the Hub")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    out = tmp_path / "out.wav"
+    line = one_line_error(run("render", str(EXAMPLES / "melody_chords.mid"), str(out)))
+    assert "cannot download google/music-spectrogram-diffusion" in line
+    assert "no bundled model is installed" in line and "--model /path/to" in line
+    assert not out.exists() and list(tmp_path.iterdir()) == []
