@@ -8,8 +8,9 @@
 #       --platform manylinux2014_x86_64 -d .carry/whl mido==1.3.3            # what the image lacks
 # Run on the device (tool `run`, carry [".carry"]):
 #   bash tools/device_train.sh
-# What comes back under $OUT: gpu.txt, train.log and model/ (config.json, ≤ 15 MiB safetensors
-# shards, train_log.csv: at most 8 files). Ship it with midisynth.weights.release_model (README,
+# What comes back under $OUT: train.log (GPU name first), check.json (benchmarks/model_check.py on
+# the result: does it follow the score?) and model/ (config.json, ≤ 15 MiB safetensors shards,
+# train_log.csv) — 8 files at most for models up to cpu-medium (15.6 M parameters, 4 shards). Ship it with midisynth.weights.release_model (README,
 # "Training"). Settings by environment: MINUTES (training wall time), RESUME (model folder
 # to continue from, e.g. weights/midisynth; default: a new model), MODEL (preset of a new model),
 # BATCH, LR, NAME, DATA_WORKERS, DEVICE (cuda; cpu for a smoke run), DATA (.carry/cache).
@@ -24,7 +25,7 @@ fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 export PYTHONUNBUFFERED=1
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi") \
-  >"$OUT/gpu.txt" 2>&1
+  >"$OUT/train.log" 2>&1
 args=(
   --data "${DATA:-.carry/cache}" --out "$OUT/model" --name "${NAME:-midisynth}"
   --device "${DEVICE:-cuda}" --bf16 auto --steps "${STEPS:-1000000}" --max-minutes "${MINUTES:-7}"
@@ -37,4 +38,6 @@ if [ -n "${RESUME:-}" ]; then
 else
   args+=(--model "${MODEL:-cpu-medium}")
 fi
-python3 -m midisynth.train "${args[@]}" 2>&1 | tee "$OUT/train.log"
+python3 -m midisynth.train "${args[@]}" 2>&1 | tee -a "$OUT/train.log"
+python3 benchmarks/model_check.py --model "$OUT/model" --cache "${DATA:-.carry/cache}" \
+  --device "${DEVICE:-cuda}" --examples 64 --json "$OUT/check.json" >/dev/null
