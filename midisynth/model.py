@@ -22,7 +22,6 @@ One segment (B = batch, L ≤ 2048 tokens):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -125,25 +124,32 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float) -> Tensor:
     return torch.cat([args.sin(), args.cos()], dim=-1)
 
 
-def sinusoid_code(dim: int, generator: torch.Generator | None = None) -> Callable[[Tensor], Tensor]:
+@dataclass(frozen=True)
+class SinusoidCode:
     """The 'fixed_permuted_offset' position code as a function of (possibly fractional) positions,
     [N] → [N, dim] float32: first half sin(p·div_k + φ_k), second half cos(p·div_k + ψ_k),
-    div_k = exp(−k·ln(10000)/(dim/2 − 1)), then the columns permuted; phases and permutation are
-    drawn once (from ``generator``). Only for models trained from scratch (see sinusoid_table)."""
-    half = dim // 2
-    div = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / max(half - 1, 1))
-    phase = torch.rand(2, half, generator=generator).double() * 2 * math.pi
-    perm = torch.randperm(dim, generator=generator)
+    div_k = exp(−k·ln(10000)/(dim/2 − 1)), then the columns permuted by ``perm``. Only for models
+    trained from scratch (see sinusoid_table)."""
 
-    def code(positions: Tensor) -> Tensor:
-        arg = positions.double()[:, None] * div[None]  # (N, dim/2)
-        table = torch.cat([torch.sin(arg + phase[0]), torch.cos(arg + phase[1])], dim=-1)
-        if dim > 2 * half:  # odd width: one zero column
+    div: Tensor  # (dim/2,) float64 angular frequency per position step
+    phase: Tensor  # (2, dim/2) float64 phases of the sin and cos halves
+    perm: Tensor  # (dim,) column permutation
+
+    @classmethod
+    def draw(cls, dim: int, generator: torch.Generator | None = None) -> SinusoidCode:
+        """Random phases and permutation (from ``generator``, else torch's global RNG)."""
+        half = dim // 2
+        k = torch.arange(half, dtype=torch.float64)
+        div = torch.exp(-math.log(10000.0) * k / max(half - 1, 1))
+        phase = torch.rand(2, half, generator=generator).double() * 2 * math.pi
+        return cls(div, phase, torch.randperm(dim, generator=generator))
+
+    def __call__(self, positions: Tensor) -> Tensor:
+        arg = positions.double()[:, None] * self.div[None]  # (N, dim/2)
+        table = torch.cat([torch.sin(arg + self.phase[0]), torch.cos(arg + self.phase[1])], -1)
+        if len(self.perm) > table.shape[1]:  # odd width: one zero column
             table = torch.cat([table, table.new_zeros(len(positions), 1)], dim=-1)
-        return table[:, perm].float()
-
-    code.div, code.perm = div, perm  # type: ignore[attr-defined]  # for init_time_codes
-    return code
+        return table[:, self.perm].float()
 
 
 def sinusoid_table(length: int, dim: int, generator: torch.Generator | None = None) -> Tensor:
@@ -152,7 +158,7 @@ def sinusoid_table(length: int, dim: int, generator: torch.Generator | None = No
     Only for models trained from scratch: the released model's tables are random draws stored in the
     checkpoint and must be loaded, never regenerated.
     """
-    return sinusoid_code(dim, generator)(torch.arange(length))
+    return SinusoidCode.draw(dim, generator)(torch.arange(length))
 
 
 class RMSNorm(nn.Module):

@@ -43,7 +43,7 @@ import torch
 
 from . import audio, data, diffusion, tokens, weights
 from .data import CFG_DROP_PROB
-from .model import ModelConfig, SpectrogramDiffusion, sinusoid_code
+from .model import ModelConfig, SinusoidCode, SpectrogramDiffusion
 
 # Model sizes by name; "cpu-wide" is the bundled model's (d_model > 128 mel bins: see skip_init).
 MODEL_PRESETS: dict[str, dict[str, int]] = {
@@ -177,7 +177,7 @@ def init_time_codes(
     """Tell a from-scratch model's notes encoder what a shift token means (an initialisation only;
     names and shapes unchanged).
 
-    The decoder's position table is redrawn (``model.sinusoid_code``, as at construction) from a
+    The decoder's position table is redrawn (``model.SinusoidCode``, as at construction) from a
     seeded generator, and the embedding of ``shift v`` (time v / steps_per_second in the segment)
     is set to that same position code
     evaluated at that time in decoder frames (v/2 at 100 steps/s and 20 ms frames), so the key of a
@@ -188,7 +188,7 @@ def init_time_codes(
     """
     gen = torch.Generator().manual_seed(seed + 7919)
     cfg = model.config
-    dec_code = sinusoid_code(cfg.d_model, gen)
+    dec_code = SinusoidCode.draw(cfg.d_model, gen)
     model.decoder.position_encoding.weight.copy_(dec_code(torch.arange(cfg.targets_length)))
     frames_per_step = (1.0 / codec.steps_per_second) / (audio.HOP / audio.SAMPLE_RATE)
     values = torch.arange(codec.max_shift_steps + 1)

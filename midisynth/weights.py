@@ -147,9 +147,13 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
     unknown = set(d) - known
     if unknown:
         raise ModelError(f"config.json has unknown model settings: {', '.join(sorted(unknown))}")
+    from .diffusion import PREDICTION_TYPES
+
     kind = d.get("prediction_type", "epsilon")
-    if kind not in ("epsilon", "v_prediction"):
-        raise ModelError(f"config.json: unknown prediction_type {kind!r} (epsilon or v_prediction)")
+    if kind not in PREDICTION_TYPES:
+        raise ModelError(
+            f"config.json: unknown prediction_type {kind!r} ({' or '.join(PREDICTION_TYPES)})"
+        )
     return ModelConfig(**d)
 
 
