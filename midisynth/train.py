@@ -5,7 +5,8 @@
 Objective: L1 loss on the model's output at a continuous cosine noise time τ ~ U[0, 1) per example
 — ε as in the original (``prediction_type="epsilon"``), or v = α·ε − σ·x0 (``"v_prediction"``,
 the default for new models: at high noise v ≈ −x0, so sampling does not divide the model's error by
-α ≈ 0; a small model trained for an hour on a CPU samples music with it and clipped noise without) —
+α ≈ 0; briefly trained CPU models sample in range with it, clipped noise without: held-out L1 2.0
+vs 5.0, benchmarks/model_check.py) —
 classifier-free-guidance dropout 0.1 (done by the data sampler), AdamW with linear warmup and a
 cosine decay, gradient clipping, an exponential moving average (EMA) of the weights that is what
 gets saved, bf16 autocast on CUDA (optional on CPUs with native bf16). A model trained from scratch
@@ -45,7 +46,7 @@ from . import audio, data, diffusion, tokens, weights
 from .data import CFG_DROP_PROB
 from .model import ModelConfig, SinusoidCode, SpectrogramDiffusion
 
-# Model sizes by name; "cpu-wide" is the bundled model's (d_model > 128 mel bins: see skip_init).
+# Model sizes by name; "cpu-wide" is the size tried on CPUs (d_model > 128 mel bins: see skip_init).
 MODEL_PRESETS: dict[str, dict[str, int]] = {
     "tiny": dict(
         d_model=64, num_heads=2, d_kv=32, d_ff=128, num_encoder_layers=2, num_decoder_layers=2
@@ -182,9 +183,12 @@ def init_time_codes(
     is set to that same position code
     evaluated at that time in decoder frames (v/2 at 100 steps/s and 20 ms frames), so the key of a
     token and the query of the decoder frame it falls in start out in one coordinate system and
-    cross-attention has one linear map to learn instead of 512 separate embeddings. Without this
-    a small model trained for an hour learns the average spectrum of the notes but not *when*
-    they sound (frame-energy correlation with the reference ≈ 0).
+    cross-attention has one linear map to learn instead of 512 separate embeddings. With
+    ``time_head_scale`` > 0, head 0 of each decoder cross-attention also starts by comparing those
+    codes. Measured (benchmarks/README.md, model_check): neither makes an hour of 2-core CPU
+    training learn *when* notes sound (frame-energy correlation stays ≈ 0); at initialisation the
+    head attends only slightly closer to the right frames (mean distance 68 vs 72 frames, uniform
+    86). Kept as a cheap, harmless start for longer runs.
     """
     gen = torch.Generator().manual_seed(seed + 7919)
     cfg = model.config
