@@ -202,8 +202,7 @@ def init_time_codes(
     if time_head_scale > 0:
         # Head 0 of every decoder cross-attention compares the sin/cos channels of the code's
         # periods from ~6 to ~60 frames in query and key: q·k ≈ s²·Σ cos(ω_k·Δframes), peaked at
-        # the frame the token's time falls in. (Random q/k start every head near uniform, and
-        # sharpening them takes a small model far longer than an hour.)
+        # the frame the token's time falls in, where random q/k attend by content alone.
         half, dk = cfg.d_model // 2, cfg.d_kv
         inv = torch.argsort(dec_code.perm)
         ks = torch.arange(min(dk // 2, half))
