@@ -480,7 +480,7 @@ def train(
     prediction_type: Annotated[
         str,
         typer.Option(
-            help="What a new model predicts: v_prediction (samples well after short training) "
+            help="What a new model predicts: v_prediction (samples stay in range after short training) "
             "or epsilon (the original's objective). Ignored with --resume."
         ),
     ] = "v_prediction",

@@ -249,3 +249,10 @@ def test_default_model_without_network_is_one_clear_line(tmp_path, monkeypatch):
     assert "cannot download google/music-spectrogram-diffusion" in line
     assert "no bundled model is installed" in line and "--model /path/to" in line
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_cli_sampler_choices_are_the_registry():
+    from midisynth.cli import Sampler
+    from midisynth.diffusion import SAMPLERS
+
+    assert [s.value for s in Sampler] == list(SAMPLERS)
