@@ -492,12 +492,18 @@ def train(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    data_workers: Annotated[
+        int, typer.Option(min=1, help="Processes preparing batches (several to feed a GPU).")
+    ] = 1,
     name: Annotated[
         str, typer.Option(help="Model name recorded in config.json.")
     ] = "midisynth-model",
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Train (or continue training) a model on a prepared cache. Needs no extra packages."""
+    """Train (or continue training) a model on a prepared cache. Needs no extra packages.
+
+    Every setting (EMA, warmup, validation, noise-level mix…): python -m midisynth.train --help
+    """
     from .train import TrainConfig
     from .train import train as run_training
 
@@ -515,6 +521,7 @@ def train(
         max_minutes=max_minutes,
         device=device,
         threads=threads,
+        data_workers=data_workers,
         name=name,
         seed=seed,
     )
