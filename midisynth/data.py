@@ -888,38 +888,31 @@ def compact_cache(
     dst.mkdir(parents=True, exist_ok=True)
     for old in dst.glob("*.npz"):
         old.unlink()
-    save_shard(dst / "val-00000.npz", load_cache(src, "val"), compact=True)
+    val_pieces = load_cache(src, "val")
+    save_shard(dst / "val-00000.npz", val_pieces, compact=True)
     budget = max_mib * 2**20 - (dst / "val-00000.npz").stat().st_size
     train = load_cache(src, "train")
-    order = np.random.default_rng(seed).permutation(len(train))
+    order = np.random.default_rng(seed).permutation(len(train)).tolist()
     kept: list[Piece] = []
-    shard, used = 0, 0
-    group: list[Piece] = []
-    for i in [*order.tolist(), None]:
-        if i is not None:
-            group.append(train[i])
-        if group and (i is None or len(group) == 16):
-            path = dst / f"train-{shard:05d}.npz"
+    used = 0
+    for shard, start in enumerate(range(0, len(order), 16)):
+        group = [train[i] for i in order[start : start + 16]]
+        path = dst / f"train-{shard:05d}.npz"
+        save_shard(path, group, compact=True)
+        while used + path.stat().st_size > budget and len(group) > 1:  # trim the last to fit
+            group = group[: len(group) // 2]
             save_shard(path, group, compact=True)
-            size = path.stat().st_size
-            while used + size > budget and len(group) > 1:  # trim the last shard to fit
-                group = group[: len(group) // 2]
-                save_shard(path, group, compact=True)
-                size = path.stat().st_size
-            if used + size > budget:
-                path.unlink()
-                break
-            kept += group
-            used += size
-            shard += 1
-            group = []
+        if used + path.stat().st_size > budget:
+            path.unlink()
+            break
+        kept += group
+        used += path.stat().st_size
     if not kept:
         raise ValueError(f"max_mib={max_mib} leaves no room for any training piece")
     info: dict[str, Any] = {}
     index = src / "index.json"
     if index.is_file():
         info = json.loads(index.read_text())
-    val_pieces = load_cache(dst, "val")
     info.update(
         compact={"from": str(src), "max_mib": max_mib, "seed": seed, "mel": "uint8"},
         pieces={"train": len(kept), "val": len(val_pieces)},

@@ -451,6 +451,8 @@ def train(config: TrainConfig, log=print) -> Path:
         program_map = config.program_map
         model = build_model(config, codec)
     mc = model.config
+    # The ε-loss weighting applies to ε models only (v-prediction already weighs x0 at high noise).
+    weighting = config.loss_weighting if mc.prediction_type == "epsilon" else "eps"
     model.to(device).train()
     model.requires_grad_(True)
     for m in (model.notes_encoder, model.continuous_encoder, model.decoder):
@@ -581,7 +583,6 @@ def train(config: TrainConfig, log=print) -> Path:
             b = batch.target.shape[0]
             tau = sample_tau(b, config.high_noise_fraction, device)
             noise = torch.randn_like(batch.target)
-            weighting = config.loss_weighting if mc.prediction_type == "epsilon" else "eps"
             loss = (
                 denoise_loss(model, batch, tau, noise, bf16) * loss_weight(tau, weighting)
             ).mean()
