@@ -63,7 +63,7 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -500,6 +500,11 @@ def load_cache(folder: str | os.PathLike, split: str = "train") -> list[Piece]:
     if not shards:
         raise FileNotFoundError(f"no {split}-*.npz shards in {folder}")
     return [p for s in shards for p in load_shard(s)]
+
+
+def pick_soundfont(name: str, fonts: Sequence[str | None]) -> str | None:
+    """One of ``fonts`` for the piece ``name``: stable (a hash of the name), evenly spread."""
+    return fonts[int(hashlib.sha1(b"sf:" + name.encode()).hexdigest()[:8], 16) % len(fonts)]
 
 
 def midi_jobs(
@@ -961,7 +966,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="folder of NAME.mid + NAME.wav|flac pairs (repeatable)",
     )
     ap.add_argument("--procedural", type=int, default=0, help="number of generated pieces")
-    ap.add_argument("--soundfont", default=None)
+    ap.add_argument(
+        "--soundfont",
+        action="append",
+        default=[],
+        help="SoundFont to synthesize with (repeatable: each piece draws one, seeded by its name)",
+    )
     ap.add_argument("--keep-programs", type=float, default=0.3)
     ap.add_argument("--reverb", action="store_true")
     ap.add_argument("--val-fraction", type=float, default=0.04)
@@ -972,8 +982,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = compact_cache(args.compact_from, args.out, args.max_mib, args.seed)
         print(json.dumps({k: info[k] for k in ("pieces", "hours")}))
         return 0
-    sf2 = str(find_soundfont(args.soundfont)) if (args.midi or args.procedural) else None
-    common = dict(keep_programs=args.keep_programs, soundfont=sf2, reverb=args.reverb)
+    synth = bool(args.midi or args.procedural)
+    fonts = [str(find_soundfont(f)) for f in (args.soundfont or [None])] if synth else [None]
+    common = dict(keep_programs=args.keep_programs, reverb=args.reverb)
     jobs: list[Job] = []
     for spec in args.midi:
         name, _, rest = spec.partition("=")
@@ -990,11 +1001,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         Job(f"procedural/{i:05d}", "procedural", None, seed=args.seed + i, **common)
         for i in range(args.procedural)
     ]
+    jobs = [j if j.audio else replace(j, soundfont=pick_soundfont(j.name, fonts)) for j in jobs]
     settings = {
         "midi": args.midi,
         "paired": args.paired,
         "procedural": args.procedural,
-        "soundfont": Path(sf2).name if sf2 else None,
+        "soundfonts": [Path(f).name for f in fonts if f],
         "keep_programs": args.keep_programs,
         "reverb": args.reverb,
         "gain": FLUIDSYNTH_GAIN,

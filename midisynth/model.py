@@ -22,7 +22,8 @@ One segment (B = batch, L ≤ 2048 tokens):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,13 @@ class ModelConfig:
     # What the decoder outputs: "epsilon" (the released model) or "v_prediction" (v = α·ε − σ·x0,
     # models trained here; see diffusion.py). Not part of the weights, but part of their meaning.
     prediction_type: str = "epsilon"
+    # Our own frame-conditioned model (framenet.py) instead of the T5 layout above, whose fields
+    # are then unused. None = the released architecture.
+    frame: FrameConfig | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.frame, dict):  # from config.json
+            self.frame = FrameConfig(**self.frame)
 
     @classmethod
     def base(cls) -> ModelConfig:
@@ -80,6 +88,35 @@ class ModelConfig:
         if name not in ("base", "small", "tiny"):
             raise ValueError(f"unknown model config {name!r}; choose base, small or tiny")
         return getattr(cls, name)()
+
+
+@dataclass
+class FrameConfig:
+    """Architecture of the frame-conditioned model (``framenet.FrameNet``): the notes sounding in
+    each frame (``notegrid``) → a regression prior of the mel → a diffusion refiner from it."""
+
+    d_model: int = 192  # channels of every block
+    prior_layers: int = 6  # blocks of the prior (notes + context → mel)
+    denoise_layers: int = 4  # blocks of the denoiser (noisy mel + prior → v)
+    kernel: int = 5  # depthwise time-convolution width (frames)
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 1])  # cycled over blocks
+    ff_mult: int = 2  # channel-MLP expansion
+    context_layers: int = 2  # blocks over the previous segment's mel before pooling
+    slots: int = 32  # notes per frame (notegrid.SLOTS)
+    note_dim: int = 64  # width of each (note, frame) code before the per-frame sum
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """The network a config describes: ``FrameNet`` when ``config.frame`` is set, else the
+    released architecture (``SpectrogramDiffusion``)."""
+    if config.frame is not None:
+        from .framenet import FrameNet
+
+        return FrameNet(config)
+    return SpectrogramDiffusion(config)
 
 
 @dataclass

@@ -1,0 +1,182 @@
+"""FrameNet: our own frame-conditioned spectrogram model, sized to train on two CPU cores.
+
+The released model reads the notes as MT3 tokens and must learn, through cross-attention, which
+tokens sound in which frame. FrameNet is *given* that alignment (``notegrid``): every frame lists
+the notes that reach it (pitch, instrument, velocity, frames since onset, frames until offset).
+
+    grid (B, 256, S, 5) ──note embeddings + MLP, summed per frame──▶ n (B, 256, D)
+    context mel (B, 256, 128) ──blocks, masked mean──▶ c (B, D)      (previous segment)
+    prior:    n, FiLM(c)            ──blocks──▶ h ──▶ μ (B, 256, 128)   regression of the mel
+    denoiser: x_t, μ, h, FiLM(c, t) ──blocks──▶ v (B, 256, 128)         v-prediction
+
+Blocks are ConvNeXt-style 1-D blocks over time (depthwise dilated convolution, normalisation with
+FiLM, channel MLP); the frequency axis lives in the channels. Rendering starts the sampler from the
+prior (shallow diffusion, as DiffSinger): x = α(τ₀)·μ + σ(τ₀)·ε, then a few DDIM steps to τ = 0.
+The same interface as ``SpectrogramDiffusion`` for the render loop: ``encode`` once per segment,
+``forward(x, t, cond)`` per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from . import notegrid
+from .model import FrameConfig, ModelConfig, timestep_embedding
+
+
+@dataclass
+class FrameCond:
+    """Per-segment conditioning, computed once by ``FrameNet.encode``."""
+
+    hidden: Tensor  # (B, T, D) the prior's last hidden state
+    prior: Tensor  # (B, T, 128) the prior's mel, scaled to [-1, 1]
+    context: Tensor  # (B, D) pooled previous-segment code
+
+
+class Block(nn.Module):
+    """Residual: h + MLP(FiLM(norm(depthwise_conv(h))))."""
+
+    def __init__(self, d: int, kernel: int, dilation: int, ff_mult: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(
+            d, d, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation, groups=d
+        )
+        self.norm = nn.LayerNorm(d, elementwise_affine=False)
+        self.film = nn.Linear(d, 2 * d)
+        self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d))
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        nn.init.zeros_(self.ff[2].weight)  # each block starts as the identity
+        nn.init.zeros_(self.ff[2].bias)
+
+    def forward(self, h: Tensor, cond: Tensor) -> Tensor:
+        y = self.conv(h.transpose(1, 2)).transpose(1, 2)  # (B, T, D)
+        scale, shift = self.film(cond)[:, None].chunk(2, dim=-1)  # (B, 1, D) each
+        return h + self.ff(self.norm(y) * (1 + scale) + shift)
+
+
+def _stack(cfg: FrameConfig, n: int) -> nn.ModuleList:
+    dil = cfg.dilations
+    return nn.ModuleList(
+        Block(cfg.d_model, cfg.kernel, dil[i % len(dil)], cfg.ff_mult) for i in range(n)
+    )
+
+
+class NoteEmbedding(nn.Module):
+    """Note slots (B, T, S, 5) int → per-frame sum of per-note codes (B, T, out).
+
+    Every (note, frame) pair goes through the MLP — tens of thousands per batch — so the per-note
+    width ``d`` is kept small (``FrameConfig.note_dim``)."""
+
+    def __init__(self, d: int, out: int) -> None:
+        super().__init__()
+        self.pitch = nn.Embedding(128, d)
+        self.inst = nn.Embedding(notegrid.N_INST, d)
+        self.velocity = nn.Embedding(16, d)  # coarse bins of 8; the loudness trend is linear:
+        self.velocity_lin = nn.Linear(1, d)
+        self.age = nn.Embedding(notegrid.N_AGE, d)
+        self.remaining = nn.Embedding(notegrid.N_REMAINING, d)
+        self.mlp = nn.Sequential(nn.GELU(), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.proj = nn.Linear(d, out)  # after the per-frame sum: cheap at note width d
+        for emb in (self.pitch, self.inst, self.velocity, self.age, self.remaining):
+            nn.init.normal_(emb.weight, std=0.5)
+
+    def forward(self, grid: Tensor) -> Tensor:
+        B, T, S, _ = grid.shape
+        flat = grid.reshape(B * T * S, 5).long()
+        live = (flat[:, 2] > 0).nonzero().squeeze(1)  # only real notes are embedded
+        g = flat[live]
+        vel = g[:, 2]
+        code = (
+            self.pitch(g[:, 0])
+            + self.inst(g[:, 1])
+            + self.velocity(vel // 8)
+            + self.velocity_lin((vel.float() / 127.0)[:, None].to(self.pitch.weight.dtype))
+            + self.age(g[:, 3])
+            + self.remaining(g[:, 4])
+        )
+        code = self.mlp(code)  # (N_live, D)
+        out = torch.zeros(B * T, code.shape[1], dtype=code.dtype, device=code.device)
+        out.index_add_(0, torch.div(live, S, rounding_mode="floor"), code)
+        return self.proj(out.view(B, T, -1))  # (B, T, out)
+
+
+class FrameNet(nn.Module):
+    """The frame-conditioned prior + denoiser (see the module docstring)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        assert config.frame is not None
+        self.config = config
+        cfg = self.frame = config.frame
+        d, mels = cfg.d_model, config.input_dims
+        self.notes = NoteEmbedding(cfg.note_dim, d)
+        self.context_in = nn.Linear(mels, d)
+        self.context_blocks = _stack(cfg, cfg.context_layers)
+        self.no_context = nn.Parameter(torch.zeros(d))  # the pooled code of "no previous segment"
+        self.cond_prior = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.prior_blocks = _stack(cfg, cfg.prior_layers)
+        self.prior_norm = nn.LayerNorm(d)
+        self.prior_out = nn.Linear(d, mels)
+        self.x_in = nn.Linear(mels, d)
+        self.mu_in = nn.Linear(mels, d)
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.cond_denoise = nn.Sequential(nn.SiLU(), nn.Linear(d, d))
+        self.denoise_blocks = _stack(cfg, cfg.denoise_layers)
+        self.out_norm = nn.LayerNorm(d)
+        self.out = nn.Linear(d, mels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def encode_context(self, context: Tensor, context_mask: Tensor) -> Tensor:
+        """(B, 256, 128) scaled previous mel, (B, 256) bool valid frames → (B, D)."""
+        h = self.context_in(context.to(self.context_in.weight.dtype))
+        zero = torch.zeros(h.shape[0], h.shape[-1], dtype=h.dtype, device=h.device)
+        for blk in self.context_blocks:
+            h = blk(h, zero)
+        m = context_mask[..., None].to(h.dtype)  # (B, T, 1)
+        pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+        has = context_mask.any(1, keepdim=True)
+        return torch.where(has, pooled, self.no_context.to(h.dtype).expand_as(pooled))
+
+    def encode(self, grid: Tensor, context: Tensor, context_mask: Tensor) -> FrameCond:
+        """Run once per segment: note grid (B, T, S, 5), context (B, 256, 128) in [-1, 1] and its
+        mask (B, 256) → the prior mel and the codes the denoiser steps reuse."""
+        c = self.encode_context(context, context_mask)  # (B, D)
+        h = self.notes(grid)  # (B, T, D)
+        cp = self.cond_prior(c)
+        for blk in self.prior_blocks:
+            h = blk(h, cp)
+        h = self.prior_norm(h)
+        return FrameCond(hidden=h, prior=self.prior_out(h).float(), context=c)
+
+    def forward(self, x: Tensor, t: Tensor | float, cond: FrameCond) -> Tensor:
+        """One denoising step: x (B, T, 128) noisy scaled mel, t (B,) in [0, 1] → v (B, T, 128) fp32."""
+        dtype, B = self.out.weight.dtype, x.shape[0]
+        t = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(B)
+        temb = timestep_embedding(t, self.frame.d_model, 1000.0).to(dtype)
+        c = self.cond_denoise(self.time_mlp(temb) + cond.context.to(dtype))  # (B, D)
+        prior = cond.prior.to(dtype)
+        h = self.x_in(x.to(dtype)) + self.mu_in(prior) + cond.hidden.to(dtype)  # (B, T, D)
+        for blk in self.denoise_blocks:
+            h = blk(h, c)
+        return self.out(self.out_norm(h)).float()
+
+    def expand(self, cond: FrameCond, repeats: int) -> FrameCond:
+        """``cond`` with every row repeated ``repeats`` times (guided batches)."""
+        return FrameCond(*(v.repeat(repeats, *[1] * (v.dim() - 1)) for v in vars(cond).values()))
+
+    @staticmethod
+    def parameter_count(model: nn.Module) -> int:
+        return sum(p.numel() for p in model.parameters())
+
+
+def prior_noise_level(start: float) -> float:
+    """Check a shallow-diffusion start τ₀ ∈ (0, 1]; returns it."""
+    if not (0.0 < start <= 1.0) or math.isnan(start):
+        raise ValueError(f"the sampler's start must be in (0, 1], got {start}")
+    return float(start)

@@ -1,0 +1,375 @@
+"""Training FrameNet (``framenet.py``) on a cache built by ``python -m midisynth.data``.
+
+    python -m midisynth.train_frame CACHE --out runs/f [--resume FOLDER] [--max-minutes 60]
+
+One example = one 256-frame target segment of a cached piece (the whole piece shifted later by a
+random 0..255 frames, so targets see every phase of the music against the segment grid), its note
+grid (``notegrid.note_grid`` of the same notes, programs through the model's program map), and the
+real audio before it as context (none for segment 0; dropped with probability ``context_drop``, so
+the no-context code stays trained). The loss is L1(μ, x0) for the prior plus L1 on v for the
+denoiser at τ ~ U[0, 1) (continuous cosine schedule, ``diffusion.q_sample``). AdamW, warmup + cosine
+decay, EMA weights saved, checkpoints every few minutes (EMA model + raw weights and optimizer
+moments, so a run resumes where it stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Queue
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import audio, data, diffusion, notegrid, weights
+from .model import FrameConfig, ModelConfig, build_model
+from .programs import get_program_map
+from .train import _load_state, _save_state, hardware
+
+SEG = audio.SEGMENT_FRAMES
+LOG_FIELDS = ("step", "elapsed_s", "lr", "loss", "prior_l1", "v_l1", "examples_per_s")
+VAL_FIELDS = ("step", "minutes", "prior_l1", "prior_corr", "v_l1")
+
+
+@dataclass
+class FrameTrainConfig:
+    """One training run of FrameNet."""
+
+    data: str = "cache"  # cache folder (train-*.npz / val-*.npz)
+    out: str = "runs/frame"  # model folder written (checkpoints overwrite it)
+    name: str = "midisynth-frame"
+    description: str = "frame-conditioned midisynth model"
+    resume: str | None = None  # model folder to continue (weights, + optimizer state if present)
+    frame: dict[str, Any] = field(default_factory=dict)  # FrameConfig overrides (new models)
+    program_map: str = "identity"  # new models
+    batch_size: int = 16
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    steps: int = 100_000  # upper bound; runs are usually bounded by max_minutes
+    max_minutes: float | None = 60.0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    context_drop: float = 0.1
+    prior_weight: float = 1.0  # weight of the prior's L1 beside the denoiser's
+    val_every: int = 250
+    val_examples: int = 64
+    log_every: int = 25
+    checkpoint_minutes: float = 5.0
+    seed: int = 0
+    threads: int | None = None
+
+
+# ---- Examples -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FrameBatch:
+    grid: torch.Tensor  # (B, 256, S, 5) int16
+    context: torch.Tensor  # (B, 256, 128) float32 in [-1, 1]
+    context_mask: torch.Tensor  # (B, 256) bool
+    target: torch.Tensor  # (B, 256, 128) float32 in [-1, 1]
+
+
+class FrameSampler:
+    """Random examples from cached pieces, every segment of the corpus equally likely."""
+
+    def __init__(
+        self,
+        pieces: Sequence[data.Piece],
+        program_map: str,
+        slots: int = notegrid.SLOTS,
+        context_drop: float = 0.1,
+    ) -> None:
+        if not pieces:
+            raise ValueError("no pieces to sample from")
+        table = get_program_map(program_map).table
+        self.pieces = list(pieces)
+        self.notes = [notegrid.map_programs(p.notes, table) for p in self.pieces]
+        self.slots, self.context_drop = slots, context_drop
+        w = np.array([data.num_segments_shifted(p, SEG // 2) for p in self.pieces], np.float64)
+        self.weights = w / w.sum()
+
+    def example(self, rng: np.random.Generator, drop: bool | None = None) -> tuple:
+        i = int(rng.choice(len(self.pieces), p=self.weights))
+        piece, k = self.pieces[i], int(rng.integers(0, SEG))
+        seg = int(rng.integers(0, data.num_segments_shifted(piece, k)))
+        if drop is None:
+            drop = bool(rng.random() < self.context_drop)
+        lo = seg * SEG
+        target = data._scaled(data._frames(piece.mel, lo - k, lo + SEG - k))
+        context = np.full((SEG, piece.mel.shape[1]), -1.0, np.float32)
+        mask = np.zeros(SEG, bool)
+        real_lo = max(lo - SEG, k)  # frames before the shifted piece are silence, not context
+        n_valid = lo - real_lo if seg > 0 else 0
+        if n_valid > 0 and not drop:
+            context[:n_valid] = data._scaled(data._frames(piece.mel, real_lo - k, lo - k))
+            mask[:n_valid] = True
+        notes = self.notes[i].copy()
+        notes[:, :2] += k / audio.FRAME_RATE
+        grid = notegrid.note_grid(notes, lo, SEG, self.slots)
+        return grid, context, mask, target
+
+    def batch(self, rng: np.random.Generator, size: int, drop: bool | None = None) -> FrameBatch:
+        cols = list(zip(*(self.example(rng, drop) for _ in range(size)), strict=True))
+        return FrameBatch(*(torch.from_numpy(np.stack(c)) for c in cols))
+
+
+def _prefetch(sampler: FrameSampler, seed: int, size: int, depth: int = 4) -> Queue:
+    """Batches made by a background thread (numpy releases the GIL for most of the work)."""
+    q: Queue = Queue(maxsize=depth)
+    rng = np.random.default_rng(seed)
+
+    def work() -> None:
+        while True:
+            q.put(sampler.batch(rng, size))
+
+    threading.Thread(target=work, daemon=True).start()
+    return q
+
+
+# ---- Loss and validation ------------------------------------------------------------------------
+
+
+def frame_losses(model, b: FrameBatch, tau: torch.Tensor, noise: torch.Tensor) -> tuple:
+    """(prior L1, v L1), each (B,) float32."""
+    cond = model.encode(b.grid, b.context, b.context_mask)
+    prior_l1 = (cond.prior - b.target).abs().mean(dim=(1, 2))
+    z = diffusion.q_sample(b.target, tau, noise)
+    alpha, sigma = (s.view(-1, 1, 1) for s in diffusion.alpha_sigma(tau.float()))
+    v = alpha * noise - sigma * b.target
+    v_l1 = (model(z, tau, cond) - v).abs().mean(dim=(1, 2))
+    return prior_l1, v_l1
+
+
+def energy_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over the batch of corr_t(log Σ_f exp(a), log Σ_f exp(b)); a, b [B, T, F] log-mel."""
+    ea, eb = torch.logsumexp(a, -1), torch.logsumexp(b, -1)  # (B, T)
+    ea, eb = ea - ea.mean(1, keepdim=True), eb - eb.mean(1, keepdim=True)
+    den = (ea.norm(dim=1) * eb.norm(dim=1)).clamp_min(1e-9)
+    return float(((ea * eb).sum(1) / den).mean())
+
+
+@torch.no_grad()
+def validate(model, val: FrameBatch, chunk: int = 16) -> dict[str, float]:
+    """Prior L1 and energy correlation, and v L1 on a fixed τ grid with fixed noise."""
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    priors, v_l1 = [], []
+    n = val.target.shape[0]
+    for i in range(0, n, chunk):
+        b = FrameBatch(*(t[i : i + chunk] for t in dataclasses.astuple(val)))
+        tau = torch.linspace(0.05, 0.95, b.target.shape[0])
+        noise = torch.randn(b.target.shape, generator=gen)
+        p, v = frame_losses(model, b, tau, noise)
+        priors.append(model.encode(b.grid, b.context, b.context_mask).prior)
+        v_l1.append(v)
+    prior = torch.cat(priors)
+    ref = audio.unscale(val.target)
+    return {
+        "prior_l1": float((audio.unscale(prior.clamp(-1, 1)) - ref).abs().mean()),
+        "prior_corr": energy_correlation(audio.unscale(prior.clamp(-1, 1)), ref),
+        "v_l1": float(torch.cat(v_l1).mean()),
+    }
+
+
+def lr_at(step: int, cfg: FrameTrainConfig, minutes: float) -> float:
+    """Warmup, then cosine decay to lr·min_lr_ratio at ``steps`` or ``max_minutes``, first reached."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.max_minutes:
+        progress = max(progress, minutes / cfg.max_minutes)
+    cos = 0.5 * (1 + np.cos(np.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos)
+
+
+# ---- The loop -----------------------------------------------------------------------------------
+
+
+def _setup(cfg: FrameTrainConfig):
+    """(model, EMA copy, program map, history) — new, or continued from ``cfg.resume``."""
+    history: dict[str, Any] = {"steps": 0, "runs": [], "val": []}
+    if cfg.resume:
+        loaded = weights.load_model(cfg.resume)
+        if loaded.config.frame is None:
+            raise ValueError(f"{cfg.resume} is not a frame-conditioned model")
+        mc, program_map = loaded.config, loaded.program_map
+        history = dict(loaded.meta.get("training") or history)
+    else:
+        mc = ModelConfig(prediction_type="v_prediction", frame=FrameConfig(**cfg.frame))
+        program_map = cfg.program_map
+    model, ema = build_model(mc), build_model(mc)
+    if cfg.resume:
+        model.load_state_dict(loaded.model.state_dict())
+    ema.load_state_dict(model.state_dict())
+    ema.eval().requires_grad_(False)
+    return model, ema, program_map, history
+
+
+def train(cfg: FrameTrainConfig, log=print) -> Path:
+    """One training run; returns the model folder ``cfg.out``."""
+    t0 = time.time()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, ema, program_map, history = _setup(cfg)
+    model.train()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.99),
+    )
+    resumed_opt = bool(cfg.resume) and _load_state(Path(cfg.resume), model, opt)
+    if resumed_opt:
+        ema.load_state_dict(weights.load_model(cfg.resume).model.state_dict())
+
+    slots = model.frame.slots
+    train_set = FrameSampler(data.load_cache(cfg.data, "train"), program_map, slots, cfg.context_drop)
+    val_set = FrameSampler(data.load_cache(cfg.data, "val"), program_map, slots)
+    val = val_set.batch(np.random.default_rng(1234), cfg.val_examples, drop=False)
+    index = Path(cfg.data) / "index.json"
+    data_info = json.loads(index.read_text()) if index.is_file() else {}
+    n_params = sum(p.numel() for p in model.parameters())
+    hours = sum(p.seconds for p in train_set.pieces) / 3600
+    log(
+        f"[train] FrameNet {n_params / 1e6:.2f} M params, {len(train_set.pieces)} train pieces "
+        f"({hours:.2f} h), {len(val_set.pieces)} val pieces, resumed optimizer: {resumed_opt}"
+    )
+    step0 = int(history.get("steps", 0))
+    val_rows: list[dict] = list(history.get("val", []))
+    log_path = out / "train_log.csv"
+    fresh = not (cfg.resume and log_path.exists())
+    log_file = open(log_path, "w" if fresh else "a", newline="")  # noqa: SIM115
+    writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
+    if fresh:
+        writer.writeheader()
+
+    def save(step: int, final: bool) -> None:
+        run = {
+            "steps": step,
+            "wall_minutes": round((time.time() - t0) / 60, 2),
+            "hardware": hardware(),
+            "batch_size": cfg.batch_size,
+            "lr": cfg.lr,
+            "examples_seen": step * cfg.batch_size,
+            "loss": "L1(prior, x0) + L1 on v, continuous cosine tau ~ U[0,1)",
+            "data": {
+                "cache": str(cfg.data),
+                **{k: data_info.get(k) for k in ("pieces", "hours", "hours_by_source", "settings")},
+            },
+            "resumed_from": cfg.resume,
+            "finished": final,
+        }
+        training = {
+            "steps": step0 + step,
+            "runs": [*history.get("runs", []), run],
+            "val": val_rows,
+            "parameters": n_params,
+        }
+        extra = {"training": training, "training_state": _save_state(out, model, opt)}
+        weights.save_model(
+            ema,
+            out,
+            name=cfg.name,
+            description=cfg.description,
+            program_map=program_map,
+            extra=extra,
+        )
+        log(f"[train] saved {out} at step {step0 + step} ({(time.time() - t0) / 60:.1f} min)")
+
+    def run_validation(step: int) -> None:
+        row = {"step": step0 + step, "minutes": round((time.time() - t0) / 60, 1)}
+        row.update({k: round(v, 4) for k, v in validate(ema, val).items()})
+        val_rows.append(row)
+        log(f"[val] {row}")
+
+    batches = _prefetch(train_set, cfg.seed + step0, cfg.batch_size)
+    ema_p, model_p = list(ema.parameters()), list(model.parameters())
+    last_save, t_log, seen, acc = time.time(), time.time(), 0, []
+    step = 0
+    while step < cfg.steps:
+        minutes = (time.time() - t0) / 60
+        if cfg.max_minutes is not None and minutes > cfg.max_minutes:
+            log(f"[train] time limit of {cfg.max_minutes} min reached")
+            break
+        b = batches.get()
+        lr = lr_at(step0 + step if resumed_opt else step, cfg, minutes)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        tau = torch.rand(b.target.shape[0])
+        prior_l1, v_l1 = frame_losses(model, b, tau, torch.randn_like(b.target))
+        loss = cfg.prior_weight * prior_l1.mean() + v_l1.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        d = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_p, model_p, 1 - d)
+        seen += b.target.shape[0]
+        acc.append((float(loss.detach()), float(prior_l1.detach().mean()), float(v_l1.detach().mean())))
+        if step % cfg.log_every == 0:
+            m = np.mean(acc, axis=0)
+            rate = seen / (time.time() - t_log)
+            writer.writerow(
+                {
+                    "step": step0 + step,
+                    "elapsed_s": round(time.time() - t0, 1),
+                    "lr": f"{lr:.3e}",
+                    "loss": round(m[0], 4),
+                    "prior_l1": round(m[1], 4),
+                    "v_l1": round(m[2], 4),
+                    "examples_per_s": round(rate, 1),
+                }
+            )
+            log_file.flush()
+            log(f"[train] step {step0 + step} loss {m[0]:.4f} prior {m[1]:.4f} v {m[2]:.4f} {rate:.1f} ex/s")
+            t_log, seen, acc = time.time(), 0, []
+        if step % cfg.val_every == 0:
+            run_validation(step)
+        if time.time() - last_save > cfg.checkpoint_minutes * 60:
+            save(step, final=False)
+            last_save = time.time()
+    run_validation(step)
+    save(step, final=True)
+    log_file.close()
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m midisynth.train_frame", description=__doc__.splitlines()[0])
+    ap.add_argument("data")
+    for f in dataclasses.fields(FrameTrainConfig):
+        if f.name == "data":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.name == "frame":
+            ap.add_argument(flag, default="{}", help="JSON FrameConfig overrides")
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+        ap.add_argument(flag, default=default, type=kind, help=f"default: {default}")
+    args = vars(ap.parse_args(argv))
+    args["frame"] = json.loads(args["frame"])
+    print(train(FrameTrainConfig(**args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
