@@ -36,6 +36,70 @@ def energy_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((ea * eb).sum(1) / den).mean())
 
 
+def baselines(args, ref: torch.Tensor, dev: torch.device) -> dict:
+    train = data.load_cache(args.cache, "train")
+    mean_spec = torch.tensor(
+        np.concatenate([p.mel[::10].astype(np.float32) for p in train]).mean(0), device=dev
+    )
+    own_mean = ref.median(1, keepdim=True).values  # best constant-in-time spectrum per example
+    return {
+        "mean_spectrum_l1": float((mean_spec - ref).abs().mean()),
+        "own_time_median_l1": float((own_mean - ref).abs().mean()),
+        "reference_energy_corr": energy_correlation(ref, ref),
+    }
+
+
+def check_frame_model(m, val, args, dev: torch.device) -> int:
+    """FrameNet: the same fixed examples as training validates on (seed 1234), the prior's mel
+    alone and each SAMPLER:STEPS@START setting (shallow diffusion from the prior)."""
+    from midisynth.train_frame import FrameSampler
+
+    sampler = FrameSampler(val, m.program_map, m.config.frame.slots)
+    b = sampler.batch(np.random.default_rng(1234), args.examples, drop=False)
+    ref = audio.unscale(b.target.float()).to(dev)
+    out: dict = {"model": str(args.model), "examples": args.examples}
+    out["baselines"] = baselines(args, ref, dev)
+    out["settings"] = {}
+    net = m.model.eval()
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        cond = net.encode(b.grid.to(dev), b.context.to(dev), b.context_mask.to(dev))
+        prior = audio.unscale(cond.prior.clamp(-1, 1))
+        out["settings"]["prior"] = {
+            "l1": float((prior - ref).abs().mean()),
+            "energy_corr": energy_correlation(prior, ref),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        for spec in args.frame_settings.split(","):
+            sampler_name, rest = spec.split(":")
+            steps, _, start = rest.partition("@")
+            start_f = float(start or 1.0)
+            t0 = time.perf_counter()
+            gen = torch.Generator().manual_seed(0)
+            noise = diffusion.initial_noise(tuple(cond.prior.shape), gen, dev)
+            tau = torch.full((noise.shape[0],), start_f, device=dev)
+            x0 = diffusion.sample(
+                lambda x, t: net(x, t, cond),
+                tuple(noise.shape),
+                sampler=sampler_name,
+                steps=int(steps),
+                x_init=diffusion.q_sample(cond.prior.clamp(-1, 1), tau, noise),
+                start=start_f,
+                device=dev,
+                prediction_type=m.config.prediction_type,
+            )
+            pred = audio.unscale(x0.float())
+            out["settings"][spec] = {
+                "l1": float((pred - ref).abs().mean()),
+                "energy_corr": energy_correlation(pred, ref),
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+    print(json.dumps(out, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
@@ -46,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         default="ddim-cosine:1,ddim-cosine:4,dpmpp-2m-cosine:20",
         help="comma-separated SAMPLER:STEPS",
     )
+    ap.add_argument(
+        "--frame-settings",
+        default="ddim-cosine:4@0.5,ddim-cosine:8@0.5,ddim-cosine:8@0.8,ddim-cosine:8@1.0",
+        help="frame models: comma-separated SAMPLER:STEPS@START",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
@@ -54,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     m = weights.load_model(args.model, device=dev, dtype=torch.float32)
-    codec = tokens.Codec.from_dict(m.meta.get("codec") or {})
     val = data.load_cache(args.cache, "val")
+    if m.config.frame is not None:
+        return check_frame_model(m, val, args, dev)
+    codec = tokens.Codec.from_dict(m.meta.get("codec") or {})
     exs = data.fixed_examples(
         val, args.examples, codec=codec, program_map=m.program_map, max_tokens=1024
     )

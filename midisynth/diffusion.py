@@ -109,9 +109,10 @@ def _discrete_grid(steps: int, spacing: str) -> _Grid:
     return _Grid(times, abar, 1.0 - abar)
 
 
-def _cosine_grid(steps: int) -> _Grid:
+def _cosine_grid(steps: int, start: float = 1.0) -> _Grid:
     # The original: step i = N−1…0 evaluates the model at t = (i+1)/N and moves to s = i/N.
-    num = torch.arange(steps, 0, -1, dtype=torch.float64)
+    # ``start`` < 1 squeezes the same grid into [0, start] (shallow diffusion from a prior).
+    num = torch.arange(steps, 0, -1, dtype=torch.float64) * start
     lam = torch.cat([_logsnr64(num / steps), torch.tensor([math.inf], dtype=torch.float64)])
     return _Grid(num.float() / steps, torch.sigmoid(lam), torch.sigmoid(-lam))
 
@@ -287,6 +288,7 @@ def sample(
     denoise_batched: Denoise | None = None,
     callback: Callback | None = None,
     prediction_type: str = "epsilon",
+    start: float = 1.0,
 ) -> Tensor:
     """Sample one batch of mel segments: x0 [B, 256, 128] float32 in [-1, 1] (``shape`` = [B, 256, 128]).
 
@@ -297,6 +299,8 @@ def sample(
     Guidance: see ``guided`` (``denoise`` is the conditional denoiser). ``callback(i, n, x0_pred)``
     runs after each step. ``prediction_type``: what ``denoise`` returns, "epsilon" (ε, the released
     model) or "v_prediction" (v = α·ε − σ·x0); guidance combines either linearly.
+    ``start`` < 1 (cosine samplers only): shallow diffusion — ``x_init`` is already noised to
+    τ = ``start`` (e.g. a prior's mel through ``q_sample``) and the steps cover [0, start].
     """
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(
@@ -305,8 +309,12 @@ def sample(
     spec = get_sampler(sampler)
     steps = check_steps(spec.default_steps if steps is None else steps)
     eps_fn = guided(denoise, denoise_uncond, guidance, denoise_batched=denoise_batched)
+    if not 0.0 < start <= 1.0:
+        raise ValueError(f"start must be in (0, 1], got {start}")
+    if start < 1.0 and (spec.schedule != "cosine" or x_init is None):
+        raise ValueError("start < 1 needs a cosine sampler and x_init noised to that level")
     if spec.schedule == "cosine":
-        grid = _cosine_grid(steps)
+        grid = _cosine_grid(steps, start)
     else:
         grid = _discrete_grid(steps, "leading" if spec.method == "ancestral" else "trailing")
     if device is None:

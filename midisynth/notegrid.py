@@ -9,7 +9,8 @@ release tail) — each as five small integers:
     pitch      MIDI key 0..127
     inst       GM program 0..127 after swaps and the model's program map; DRUM_INST for drums
     velocity   1..127 (0 marks an empty slot)
-    age        frames since the onset, 0..AGE_MAX (clipped)
+    age        ⌊window centre − onset⌋ + 1 in frames, clipped to 0..AGE_MAX (0: the window
+               reaches the onset but its centre is still before it)
     remaining  frames until the offset, clipped to −RELEASE_FRAMES..REMAINING_MAX, stored + RELEASE_FRAMES
 
 Frame k of the TF-style log-mel (``audio.log_mel``) covers samples [HOP·k, HOP·k + WIN), so its
@@ -91,7 +92,9 @@ def note_grid(
     out[f, r, 1] = np.where(notes[n, 5] > 0.5, DRUM_INST, notes[n, 4])
     out[f, r, 2] = np.clip(notes[n, 3], 1, 127)
     out[f, r, 3] = np.clip(np.floor(age[keep] + 1), 0, AGE_MAX)
-    out[f, r, 4] = np.clip(np.round(remaining[keep]), -RELEASE_FRAMES, REMAINING_MAX) + RELEASE_FRAMES
+    out[f, r, 4] = (
+        np.clip(np.round(remaining[keep]), -RELEASE_FRAMES, REMAINING_MAX) + RELEASE_FRAMES
+    )
     return out
 
 

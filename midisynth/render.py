@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from . import audio, diffusion, tokens
+from . import audio, diffusion, notegrid, tokens
 from .inverter import StreamingInverter, load_inverter
 from .midi import Note, Score, read_midi
 from .programs import get_program_map
@@ -53,6 +53,9 @@ class RenderOptions:
     # on another track play at 120 bpm there; midisynth obeys them unless this is True.
     reference_tempo: bool = False
     batch_size: int = 8  # files rendered together (segment i of each file in one batch)
+    # Models with a regression prior (FrameNet): the sampler starts from the prior's mel noised
+    # to this τ ∈ (0, 1] (1 = from pure noise); None = the model's config.json "sampling".
+    start: float | None = None
 
     def n_steps(self) -> int:
         return (
@@ -70,9 +73,11 @@ def with_model_defaults(options: RenderOptions, model: LoadedModel) -> RenderOpt
     ``"sampling": {"sampler": ..., "steps": ...}`` — a trained model records the settings it was
     evaluated with — else ``DEFAULT_SAMPLER`` with that sampler's default steps. An explicit
     sampler is kept as given (with its own default steps)."""
+    own = model.meta.get("sampling") or {}
+    if options.start is None and model.config.frame is not None:
+        options = dataclasses.replace(options, start=float(own.get("start", 1.0)))
     if options.sampler is not None:
         return options
-    own = model.meta.get("sampling") or {}
     sampler = own.get("sampler", DEFAULT_SAMPLER)
     diffusion.get_sampler(sampler)  # a bad name in config.json fails here, clearly
     steps = options.steps if options.steps is not None else own.get("steps")
@@ -160,6 +165,7 @@ class Job:
     context: torch.Tensor | None = None  # previous generated segment, feature units [256, 128]
     emitted: int = 0  # samples sent to sink so far
     mel_emitted: int = 0  # frames sent to mel_sink so far
+    grids: list[np.ndarray] | None = None  # frame models: note slots per segment [256, S, 5]
 
 
 def prepare_tokens(model: LoadedModel, score: Score, options: RenderOptions) -> tuple[list, int]:
@@ -173,6 +179,15 @@ def prepare_tokens(model: LoadedModel, score: Score, options: RenderOptions) -> 
     return segs, int(round(duration * audio.SAMPLE_RATE))
 
 
+def prepare_grids(model: LoadedModel, score: Score, options: RenderOptions, n: int) -> list:
+    """Frame models: the note slots (``notegrid``) of each of the ``n`` segments, from the same
+    notes as the tokens (swaps applied, programs through the model's map)."""
+    table = get_program_map(model.program_map).table
+    arr = notegrid.notes_array(apply_programs(score, options), table)
+    assert model.config.frame is not None
+    return notegrid.segment_grids(arr, n, model.config.frame.slots)
+
+
 # --------------------------------------------------------------------------------------------
 # One segment
 
@@ -184,11 +199,13 @@ def sample_segment(
     context_mask: torch.Tensor,
     options: RenderOptions,
     generators: Sequence[torch.Generator],
+    grids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Denoise one segment per batch row.
 
     Args:
         token_ids: [B, L] int64, PAD-padded.
+        grids: [B, 256, S, 5] int16 note slots (frame models only; ``notegrid``).
         context: [B, 256, 128] previous mel in feature units (ignored where the mask is False).
         context_mask: [B] bool, whether row b has a context.
     Returns:
@@ -200,6 +217,9 @@ def sample_segment(
     shape = (token_ids.shape[0], model.config.targets_length, model.config.input_dims)
     scaled_ctx = audio.scale(context.float()).to(dev, dtype)  # (B, 256, 128) in [-1, 1]
     mask = context_mask[:, None].expand(-1, model.config.context_length).to(dev)  # (B, 256)
+    if model.config.frame is not None:
+        assert grids is not None
+        return _sample_frame_segment(model, grids, scaled_ctx, mask, options, generators)
     with torch.inference_mode():
         enc = net.encode(token_ids.to(dev), scaled_ctx, mask)
         guide = options.guidance != 1.0
@@ -230,14 +250,50 @@ def sample_segment(
     return audio.unscale(x0.float())
 
 
+def _sample_frame_segment(
+    model: LoadedModel,
+    grids: torch.Tensor,
+    context: torch.Tensor,
+    mask: torch.Tensor,
+    options: RenderOptions,
+    generators: Sequence[torch.Generator],
+) -> torch.Tensor:
+    """FrameNet: the prior's mel, noised to τ = ``options.start``, denoised in a few steps."""
+    if options.guidance != 1.0:
+        raise ValueError(f"{model.name} has no unconditional mode: use guidance 1")
+    net, dev = model.model, model.device
+    start = options.start if options.start is not None else 1.0
+    with torch.inference_mode():
+        cond = net.encode(grids.to(dev), context, mask)
+        noise = diffusion.initial_noise(tuple(cond.prior.shape), list(generators), dev)
+        tau = torch.full((noise.shape[0],), start, device=dev)
+        x_init = diffusion.q_sample(cond.prior.clamp(-1, 1), tau, noise)
+        x0 = diffusion.sample(
+            lambda x, t: net(x, t, cond),
+            tuple(noise.shape),
+            sampler=options.sampler,
+            steps=options.n_steps(),
+            generator=list(generators),
+            device=dev,
+            dtype=model.dtype,
+            x_init=x_init,
+            start=start,
+            prediction_type=model.config.prediction_type,
+        )
+    return audio.unscale(x0.float())
+
+
 def _run_batch(model: LoadedModel, jobs: list[Job], i: int, options: RenderOptions) -> None:
     """Render segment i of every job in `jobs` as one batch and hand the results on."""
     ids = tokens.pad_segments([j.segments[i] for j in jobs], length=None)
     silence = torch.zeros(model.config.context_length, model.config.input_dims)
     ctx = torch.stack([j.context if j.context is not None else silence for j in jobs])
     has_ctx = torch.tensor([j.context is not None for j in jobs])
+    grids = None
+    if model.config.frame is not None:
+        grids = torch.from_numpy(np.stack([j.grids[i] for j in jobs]))  # type: ignore[index]
     mel = sample_segment(
-        model, torch.from_numpy(ids), ctx, has_ctx, options, [j.generator for j in jobs]
+        model, torch.from_numpy(ids), ctx, has_ctx, options, [j.generator for j in jobs], grids
     )
     for j, m in zip(jobs, mel.cpu(), strict=True):
         j.context = m  # condition the next segment on this one
@@ -313,8 +369,9 @@ def make_job(
         else read_midi(midi, all_track_tempos=not options.reference_tempo)
     )
     segs, n = prepare_tokens(model, score, options)
+    grids = prepare_grids(model, score, options, len(segs)) if model.config.frame else None
     gen = torch.Generator(device="cpu").manual_seed(options.seed)
-    return Job(segments=segs, n_samples=n, generator=gen, sink=sink, mel_sink=mel_sink)
+    return Job(segs, n, gen, sink, mel_sink=mel_sink, grids=grids)
 
 
 @dataclass
@@ -521,7 +578,7 @@ def render_files(
         mels: list[_MelFile] = []
         jobs: list[Job] = []
         try:
-            for t, _score, segs, n in group:
+            for t, score, segs, n in group:
                 t.dst.parent.mkdir(parents=True, exist_ok=True)
                 w = audio.AudioFileWriter(
                     t.dst,
@@ -536,7 +593,10 @@ def render_files(
                     mels.append(_MelFile(t.mel_out, math.ceil(n / audio.HOP)))
                     mel_sink = mels[-1].write
                 gen = torch.Generator(device="cpu").manual_seed(options.seed)
-                jobs.append(Job(segs, n, gen, w.write, mel_sink))
+                grids = (
+                    prepare_grids(model, score, options, len(segs)) if model.config.frame else None
+                )
+                jobs.append(Job(segs, n, gen, w.write, mel_sink, grids=grids))
             render_jobs(
                 model,
                 jobs,

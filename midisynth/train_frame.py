@@ -239,7 +239,9 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
         ema.load_state_dict(weights.load_model(cfg.resume).model.state_dict())
 
     slots = model.frame.slots
-    train_set = FrameSampler(data.load_cache(cfg.data, "train"), program_map, slots, cfg.context_drop)
+    train_set = FrameSampler(
+        data.load_cache(cfg.data, "train"), program_map, slots, cfg.context_drop
+    )
     val_set = FrameSampler(data.load_cache(cfg.data, "val"), program_map, slots)
     val = val_set.batch(np.random.default_rng(1234), cfg.val_examples, drop=False)
     index = Path(cfg.data) / "index.json"
@@ -323,7 +325,9 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
         with torch.no_grad():
             torch._foreach_lerp_(ema_p, model_p, 1 - d)
         seen += b.target.shape[0]
-        acc.append((float(loss.detach()), float(prior_l1.detach().mean()), float(v_l1.detach().mean())))
+        acc.append(
+            (float(loss.detach()), float(prior_l1.detach().mean()), float(v_l1.detach().mean()))
+        )
         if step % cfg.log_every == 0:
             m = np.mean(acc, axis=0)
             rate = seen / (time.time() - t_log)
@@ -339,7 +343,9 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
                 }
             )
             log_file.flush()
-            log(f"[train] step {step0 + step} loss {m[0]:.4f} prior {m[1]:.4f} v {m[2]:.4f} {rate:.1f} ex/s")
+            log(
+                f"[train] step {step0 + step} loss {m[0]:.4f} prior {m[1]:.4f} v {m[2]:.4f} {rate:.1f} ex/s"
+            )
             t_log, seen, acc = time.time(), 0, []
         if step % cfg.val_every == 0:
             run_validation(step)
@@ -353,7 +359,9 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m midisynth.train_frame", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m midisynth.train_frame", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("data")
     for f in dataclasses.fields(FrameTrainConfig):
         if f.name == "data":

@@ -554,7 +554,7 @@ def load_model(
     """
     import torch
 
-    from .model import SpectrogramDiffusion
+    from .model import build_model
 
     name, path, entry = resolve(name_or_path)
     if entry is not None and entry.builtin == "tiny":
@@ -567,7 +567,7 @@ def load_model(
         meta, state = _load_midisynth_folder(folder, verify=verify, dtype=dtype or torch.float32)
         config = model_config_from_dict(meta["model"])
         with torch.device("meta"):
-            model = SpectrogramDiffusion(config)
+            model = build_model(config)
         check_state_dict(model, state, str(folder))
         model.load_state_dict(state, strict=True, assign=True)
         inverter = dict(meta.get("inverter") or {"type": "griffin-lim"})

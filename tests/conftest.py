@@ -40,3 +40,34 @@ def diffusers_sd():
                     cls, "get_extended_attention_mask", _extended_attention_mask, raising=False
                 )
         yield sd
+
+
+@pytest.fixture(scope="session")
+def tiny_frame_folder(tmp_path_factory) -> Path:
+    """A tiny FrameNet with random weights, saved as a midisynth folder (as a trained one is)."""
+    import torch
+
+    from midisynth import weights
+    from midisynth.model import FrameConfig, ModelConfig, build_model
+
+    cfg = FrameConfig(d_model=32, prior_layers=2, denoise_layers=2, context_layers=1, note_dim=16)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(prediction_type="v_prediction", frame=cfg))
+        # Untrained output layers are zero; give them weights so outputs depend on the inputs.
+        for p in model.parameters():
+            if p.dim() >= 2 and not p.any():
+                torch.nn.init.normal_(p, std=0.05)
+    sampling = {"sampler": "ddim-cosine", "steps": 3, "start": 0.5}
+    dst = tmp_path_factory.mktemp("models") / "tiny-frame"
+    weights.save_model(
+        model, dst, name="tiny-frame", program_map="identity", extra={"sampling": sampling}
+    )
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_frame(tiny_frame_folder):
+    from midisynth import weights
+
+    return weights.load_model(tiny_frame_folder)

@@ -1,0 +1,74 @@
+"""FrameNet: shapes, checkpoint round trip, rendering, shallow sampling, training smoke test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from midisynth import diffusion, weights
+from midisynth.framenet import FrameNet
+from midisynth.render import RenderOptions, render
+
+EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_encode_and_step_shapes(tiny_frame):
+    net = tiny_frame.model
+    grid = torch.zeros(2, 256, 32, 5, dtype=torch.int16)
+    grid[0, 10:40, 0] = torch.tensor([60, 0, 100, 5, 80], dtype=torch.int16)
+    ctx, mask = torch.zeros(2, 256, 128), torch.zeros(2, 256, dtype=torch.bool)
+    cond = net.encode(grid, ctx, mask)
+    assert cond.prior.shape == (2, 256, 128) and cond.prior.dtype == torch.float32
+    v = net(torch.randn(2, 256, 128), torch.tensor([0.3, 0.7]), cond)
+    assert v.shape == (2, 256, 128)
+    # The notes reach the prior: row 0 (a note) differs from row 1 (silence).
+    assert (cond.prior[0] - cond.prior[1]).abs().max() > 1e-4
+
+
+def test_checkpoint_round_trip(tiny_frame_folder, tiny_frame):
+    meta = json.loads((tiny_frame_folder / "config.json").read_text())
+    assert meta["model"]["frame"]["d_model"] == 32
+    assert isinstance(tiny_frame.model, FrameNet)
+    again = weights.load_model(tiny_frame_folder)
+    for (k, a), (_, b) in zip(
+        tiny_frame.model.state_dict().items(), again.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), k
+
+
+def test_render_length_seed_and_defaults(tiny_frame):
+    a = render(tiny_frame, EXAMPLES / "band.mid", RenderOptions(seed=1))
+    b = render(tiny_frame, EXAMPLES / "band.mid", RenderOptions(seed=1))
+    c = render(tiny_frame, EXAMPLES / "band.mid", RenderOptions(seed=2))
+    assert np.array_equal(a.audio, b.audio) and not np.array_equal(a.audio, c.audio)
+    assert np.isfinite(a.audio).all() and a.mel.shape[1] == 128
+    with pytest.raises(ValueError, match="unconditional"):
+        render(tiny_frame, EXAMPLES / "band.mid", RenderOptions(guidance=2.0))
+
+
+def test_start_one_from_pure_noise_equals_plain_sampling():
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    den = lambda x, t: 0.3 * x  # noqa: E731
+    x = diffusion.initial_noise((1, 4, 3), gen())
+    a = diffusion.sample(den, (1, 4, 3), sampler="ddim-cosine", steps=5, generator=gen())
+    b = diffusion.sample(den, (1, 4, 3), sampler="ddim-cosine", steps=5, x_init=x, start=1.0)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="cosine"):
+        diffusion.sample(den, (1, 4, 3), sampler="ddim", steps=5, x_init=x, start=0.5)
+    with pytest.raises(ValueError, match="start"):
+        diffusion.sample(den, (1, 4, 3), sampler="ddim-cosine", x_init=x, start=0.0)
+
+
+def test_shallow_sampling_visits_only_low_noise():
+    seen = []
+
+    def den(x, t):
+        seen.append(float(t[0]))
+        return torch.zeros_like(x)
+
+    x = torch.zeros(1, 2, 2)
+    diffusion.sample(den, (1, 2, 2), sampler="ddim-cosine", steps=4, x_init=x, start=0.5)
+    assert seen == pytest.approx([0.5, 0.375, 0.25, 0.125])
