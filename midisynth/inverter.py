@@ -68,8 +68,11 @@ def istft(spec: torch.Tensor) -> torch.Tensor:
     win = _window(spec.device)
     fr = torch.fft.irfft(spec, n=audio.N_FFT)[..., : audio.WIN] * win  # (F, 640)
     env = _overlap_add((win**2).expand(fr.shape[0], -1))
-    # Hann² at 50 % overlap sums to 1 inside; only the very first samples need the floor.
-    return (_overlap_add(fr) / env.clamp_min(1e-3))[: fr.shape[0] * audio.HOP]
+    # Hann² at 50 % overlap sums to 1 inside; only the first ~7 ms (frame 0's rising half, the one
+    # place a single window covers) fall below 0.1. Dividing there by the tiny envelope itself
+    # amplified Griffin-Lim's inconsistent first frame into a full-scale burst at the start of
+    # every render; the floor turns it into a 7 ms fade-in instead.
+    return (_overlap_add(fr) / env.clamp_min(0.1))[: fr.shape[0] * audio.HOP]
 
 
 def mel_to_linear(mel: torch.Tensor, iters: int = 30) -> torch.Tensor:
