@@ -25,6 +25,7 @@ app = typer.Typer(
 )
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
+stdout = out  # for commands whose own `out` parameter hides the console
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -474,9 +475,11 @@ def train(
     model: Annotated[
         str,
         typer.Option(
-            help="Size preset: tiny, cpu-small, cpu-wide, cpu-medium, small, base (ignored with --resume)."
+            help="frame: FrameNet, the bundled model's design (notes given per frame; trains on a "
+            "CPU). Or a preset of the released token design: tiny, cpu-small, cpu-wide, "
+            "cpu-medium, small, base. Ignored with --resume (the folder says which)."
         ),
-    ] = "cpu-wide",
+    ] = "frame",
     prediction_type: Annotated[
         str,
         typer.Option(
@@ -486,7 +489,10 @@ def train(
     ] = "v_prediction",
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps in this run.")] = 2000,
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
-    lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 1e-3,
+    lr: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Peak AdamW learning rate (default 2e-3 frame, 1e-3 others)."),
+    ] = None,
     max_minutes: Annotated[
         float | None, typer.Option(help="Stop and save after this long.")
     ] = None,
@@ -509,6 +515,29 @@ def train(
 
     if not data.is_dir():
         fail(f"training cache not found: {data} (build one with python -m midisynth.data)", 2)
+    log = lambda msg: err.print(msg, highlight=False)  # noqa: E731
+    if _is_frame_run(model, resume):
+        from .train_frame import FrameTrainConfig
+        from .train_frame import train as train_frame
+
+        frame_config = FrameTrainConfig(
+            data=str(data),
+            out=str(out),
+            resume=resume,
+            steps=steps,
+            batch_size=batch_size,
+            max_minutes=max_minutes,
+            threads=threads,
+            name=name,
+            seed=seed,
+            **({"lr": lr} if lr is not None else {}),
+        )
+        try:
+            folder = train_frame(frame_config, log=log)
+        except _user_errors() as e:
+            fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        stdout.print(f"model saved to {folder}")
+        return
     config = TrainConfig(
         data=str(data),
         out=str(out),
@@ -517,7 +546,7 @@ def train(
         prediction_type=prediction_type,
         steps=steps,
         batch_size=batch_size,
-        lr=lr,
+        lr=lr if lr is not None else 1e-3,
         max_minutes=max_minutes,
         device=device,
         threads=threads,
@@ -526,10 +555,23 @@ def train(
         seed=seed,
     )
     try:
-        folder = run_training(config, log=lambda msg: err.print(msg, highlight=False))
+        folder = run_training(config, log=log)
     except _user_errors() as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    out.print(f"model saved to {folder}")
+    stdout.print(f"model saved to {folder}")
+
+
+def _is_frame_run(model: str, resume: str | None) -> bool:
+    """Whether `midisynth train` runs FrameNet: the resumed folder says so, else ``--model``."""
+    if resume:
+        import json
+
+        cfg = Path(resume) / "config.json"
+        try:
+            return bool(json.loads(cfg.read_text()).get("model", {}).get("frame"))
+        except (OSError, ValueError):
+            return False  # the loader reports the folder's problem
+    return model == "frame"
 
 
 @app.command()

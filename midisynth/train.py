@@ -548,7 +548,7 @@ def train(config: TrainConfig, log=print) -> Path:
             extra=extra,
         )
         log_file.flush()
-        log(f"[train] saved {out} at step {step} ({wall / 60:.1f} min)")
+        log(f"[train] saved {out} at step {step0 + step} ({wall / 60:.1f} min)")
 
     def record(step: int, **row: float) -> None:
         writer.writerow({"step": step0 + step, "elapsed_s": round(time.time() - t_start, 1), **row})

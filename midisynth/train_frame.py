@@ -352,7 +352,8 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
         if time.time() - last_save > cfg.checkpoint_minutes * 60:
             save(step, final=False)
             last_save = time.time()
-    run_validation(step)
+    if not val_rows or val_rows[-1]["step"] != step0 + step:
+        run_validation(step)
     save(step, final=True)
     log_file.close()
     return out

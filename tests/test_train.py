@@ -267,3 +267,69 @@ def test_sample_tau_high_noise_fraction():
     )
     tilted = train.sample_tau(20000, 0.8)
     assert abs(float((tilted >= 0.7).float().mean()) - (0.8 + 0.2 * 0.3)) < 0.02
+
+
+def test_frame_model_trains_resumes_and_renders(cache, tmp_path):
+    from midisynth import train_frame
+
+    cfg = train_frame.FrameTrainConfig(
+        data=str(cache),
+        out=str(tmp_path / "f"),
+        frame={"d_model": 32, "prior_layers": 1, "denoise_layers": 1, "context_layers": 1},
+        steps=4,
+        batch_size=2,
+        warmup_steps=2,
+        val_every=2,
+        val_examples=2,
+        log_every=2,
+        max_minutes=None,
+        threads=1,
+    )
+    logs: list[str] = []
+    out = train_frame.train(cfg, log=logs.append)
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["model"]["frame"]["d_model"] == 32 and meta["training"]["steps"] == 4
+    assert [r["step"] for r in meta["training"]["val"]] == [2, 4]
+    assert {"prior_l1", "prior_corr", "v_l1"} <= set(meta["training"]["val"][0])
+    again = train_frame.train(
+        dataclasses.replace(cfg, out=str(tmp_path / "f2"), resume=str(out), steps=2),
+        log=logs.append,
+    )
+    meta2 = json.loads((again / "config.json").read_text())
+    assert meta2["training"]["steps"] == 6 and len(meta2["training"]["runs"]) == 2
+    assert any("resumed optimizer: True" in line for line in logs)
+    assert any("saved" in line and "at step 6" in line for line in logs)
+    res = render(weights.load_model(again), cache / "song.mid", RenderOptions(tail=0.5))
+    assert np.isfinite(res.audio).all()
+
+
+def test_cli_train_saves_and_resumes(cache, tmp_path):
+    # Issue 13: `midisynth train` crashed after saving (its --out parameter hid the console).
+    from typer.testing import CliRunner
+
+    from midisynth.cli import app
+
+    runner = CliRunner()
+    args = ["train", str(cache), "--out", str(tmp_path / "m"), "--steps", "2", "--batch-size", "2"]
+    res = runner.invoke(app, [*args, "--model", "tiny", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert "model saved to" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            str(cache),
+            "--out",
+            str(tmp_path / "m2"),
+            "--resume",
+            str(tmp_path / "m"),
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--threads",
+            "1",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "m2" / "config.json").read_text())["training"]["steps"] == 4
