@@ -494,6 +494,16 @@ def load_shard(path: str | os.PathLike) -> list[Piece]:
     ]
 
 
+def check_cache(folder: str | os.PathLike) -> None:
+    """FileNotFoundError (one line) unless ``folder`` holds both train and val shards."""
+    for split in ("train", "val"):
+        if not any(Path(folder).glob(f"{split}-*.npz")):
+            raise FileNotFoundError(
+                f"no {split}-*.npz shards in {folder}: not a training cache, or one too small to "
+                "hold a validation piece (build it with python -m midisynth.data)"
+            )
+
+
 def load_cache(folder: str | os.PathLike, split: str = "train") -> list[Piece]:
     """All pieces of one split (``train`` or ``val``) of a cache folder."""
     shards = sorted(Path(folder).glob(f"{split}-*.npz"))
@@ -552,6 +562,11 @@ def build_cache(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = list(jobs)
+    val_names = {j.name for j in jobs if is_validation(j.name, val_fraction)}
+    if not val_names and len(jobs) >= 2 and val_fraction > 0:
+        # A small corpus (e.g. 20 procedural pieces) may hash no name below the fraction; training
+        # needs a validation split, so the piece with the lowest hash is held out.
+        val_names = {min(jobs, key=lambda j: hashlib.sha1(j.name.encode()).hexdigest()).name}
     stats = CacheStats()
     buffers: dict[str, list[Piece]] = {"train": [], "val": []}
     counters = {"train": 0, "val": 0}
@@ -572,7 +587,7 @@ def build_cache(
             except (MidiError, OSError, ValueError, subprocess.SubprocessError) as e:
                 stats.failed.append(f"{job.name}: {str(e).splitlines()[0] if str(e) else e}")
                 continue
-            split = "val" if is_validation(job.name, val_fraction) else "train"
+            split = "val" if job.name in val_names else "train"
             buffers[split].append(piece)
             stats.pieces[split] = stats.pieces.get(split, 0) + 1
             stats.seconds[split] = stats.seconds.get(split, 0.0) + piece.seconds

@@ -419,6 +419,7 @@ def _codec_dict(codec: tokens.Codec) -> dict[str, Any]:
 
 def train(config: TrainConfig, log=print) -> Path:
     """Run one training run; returns the model folder (``config.out``)."""
+    data.check_cache(config.data)  # before anything is written
     t_start = time.time()
     if config.threads:
         torch.set_num_threads(config.threads)

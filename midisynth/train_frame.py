@@ -219,6 +219,7 @@ def _setup(cfg: FrameTrainConfig):
 
 def train(cfg: FrameTrainConfig, log=print) -> Path:
     """One training run; returns the model folder ``cfg.out``."""
+    data.check_cache(cfg.data)  # before anything is written
     t0 = time.time()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

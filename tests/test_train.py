@@ -333,3 +333,20 @@ def test_cli_train_saves_and_resumes(cache, tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "m2" / "config.json").read_text())["training"]["steps"] == 4
+
+
+def test_bad_cache_fails_before_writing(cache, tmp_path):
+    from midisynth import train_frame
+
+    bad = tmp_path / "cache"
+    bad.mkdir()
+    (bad / "train-00000.npz").write_bytes((cache / "train-00000.npz").read_bytes())
+    for run in (
+        lambda: train.train(tiny_config(bad, tmp_path / "m")),
+        lambda: train_frame.train(
+            train_frame.FrameTrainConfig(data=str(bad), out=str(tmp_path / "f"))
+        ),
+    ):
+        with pytest.raises(FileNotFoundError, match="no val"):
+            run()
+    assert not (tmp_path / "m").exists() and not (tmp_path / "f").exists()
