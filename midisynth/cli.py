@@ -161,7 +161,8 @@ def render(
         list[str] | None,
         typer.Option(
             "--track",
-            help="Set one track's instrument: N=PROGRAM (track numbers from `midisynth inspect`). Repeatable.",
+            help="Set one track's instrument: N=PROGRAM, N = the 'track' column of `midisynth "
+            "inspect` (the MIDI file's track index, from 0). Repeatable.",
         ),
     ] = None,
     no_drums: Annotated[bool, typer.Option("--no-drums", help="Drop channel-10 drums.")] = False,
@@ -269,7 +270,8 @@ def render(
         if input.is_file():  # a single bad file fails here, before the model loads
             from .midi import read_midi
 
-            read_midi(input)
+            for line in R.unused_changes(read_midi(input), options):
+                err.print(f"warning: {line}")
         if not plan.tasks:
             if not quiet:
                 err.print(f"nothing to do: {len(plan.skipped)} output(s) exist (--skip-existing)")
@@ -324,7 +326,7 @@ def _describe(loaded, options, swaps, tracks, n_files: int) -> None:
         err.print(f"  track {t} → {b} {program_name(b)}")
     if not options.drums:
         err.print("  drums removed")
-    if int(loaded.codec.get("num_velocity_bins", 1)) <= 1:
+    if loaded.config.frame is None and int(loaded.codec.get("num_velocity_bins", 1)) <= 1:
         _notice_once(
             "velocity",
             "note: this model ignores note velocity and pitch bend (as the released model does)",

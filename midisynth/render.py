@@ -152,6 +152,23 @@ def apply_programs(score: Score, options: RenderOptions) -> list[Note]:
     return out
 
 
+def unused_changes(score: Score, options: RenderOptions) -> list[str]:
+    """One line per ``--track`` / ``--program`` change that would change nothing in ``score``."""
+    from .programs import program_name
+
+    tracks = sorted({i.track for i in score.instruments if not i.is_drum})
+    programs = {i.program for i in score.instruments if not i.is_drum}
+    out = []
+    for t, _ in options.track_programs:
+        if t not in tracks:
+            have = ", ".join(map(str, tracks)) or "none"
+            out.append(f"--track {t}: no pitched track {t} in this file (its tracks: {have})")
+    for a, _ in options.program_swaps:
+        if a not in programs:
+            out.append(f"--program {a} ({program_name(a)}): no such instrument in this file")
+    return out
+
+
 @dataclass
 class Job:
     """One file being rendered: its token segments and where its output goes."""

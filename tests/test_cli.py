@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import mido
+import numpy as np
 import pytest
 import soundfile as sf
 from typer.testing import CliRunner
@@ -256,3 +257,45 @@ def test_cli_sampler_choices_are_the_registry():
     from midisynth.diffusion import SAMPLERS
 
     assert [s.value for s in Sampler] == list(SAMPLERS)
+
+
+def test_changes_that_match_nothing_are_reported(tmp_path):
+    # Issue 13: `--track 9=violin` on a 4-track file and `-p piano=cello` on a file without piano
+    # were accepted silently.
+    r = run(
+        "render",
+        str(EXAMPLES / "band.mid"),
+        str(tmp_path / "o.wav"),
+        "--track",
+        "9=violin",
+        "-p",
+        "piano=cello",
+        "-p",
+        "electric piano=cello",
+        *FAST,
+    )
+    assert r.exit_code == 0, r.output
+    assert "--track 9: no pitched track 9 in this file (its tracks: 1, 2, 3)" in r.output
+    assert "--program 0 (Acoustic Grand Piano): no such instrument" in r.output
+    assert "--program 4" not in r.output
+
+
+def test_swapped_program_reaches_the_tokens():
+    from midisynth import render as R
+    from midisynth import tokens
+    from midisynth.midi import read_midi
+    from midisynth.weights import build_tiny_random
+
+    model = build_tiny_random()
+    score = read_midi(EXAMPLES / "band.mid")
+    codec = tokens.Codec.from_dict(model.codec)
+
+    def programs(options):
+        segs, _ = R.prepare_tokens(model, score, options)
+        ids = np.concatenate(segs)
+        lo = codec.first_id["program"]
+        return set((ids[(ids >= lo) & (ids < lo + 128)] - lo).tolist())
+
+    before = programs(R.RenderOptions())
+    after = programs(R.RenderOptions(program_swaps=((4, 42),)))
+    assert after != before
