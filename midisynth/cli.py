@@ -30,7 +30,11 @@ stdout = out  # for commands whose own `out` parameter hides the console
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print a one-line error and exit."""
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    from rich.markup import escape
+
+    # escape: messages quote pip commands such as `pip install 'midisynth[eval]'`, which rich
+    # would otherwise read as markup and drop.
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -228,6 +232,8 @@ def render(
     midisynth render song.mid out.flac -p piano=cello
     midisynth render midi_folder/ -o audio_folder/ --skip-existing
     """
+    from rich.markup import escape
+
     from .programs import parse_program, parse_swap
 
     try:
@@ -271,7 +277,7 @@ def render(
             from .midi import read_midi
 
             for line in R.unused_changes(read_midi(input), options):
-                err.print(f"warning: {line}")
+                err.print(f"warning: {escape(line)}")
         if not plan.tasks:
             if not quiet:
                 err.print(f"nothing to do: {len(plan.skipped)} output(s) exist (--skip-existing)")

@@ -781,6 +781,7 @@ ROWS = (
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     """The summary table (means over files; Fréchet distances over the set) with rich."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -805,7 +806,7 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     console.print(table)
     for f in report["files"]:
         if "error" in f:
-            console.print(f"[red]failed[/] {f['file']}: {f['error']}")
+            console.print(f"[red]failed[/] {escape(f['file'])}: {escape(f['error'])}")
 
 
 def evaluate_command(
@@ -833,6 +834,7 @@ def evaluate_command(
     was scored, 1 when some failed, 2 on a usage or set-up error (nothing evaluated).
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from .inverter import InverterError
     from .midi import MidiError
@@ -849,7 +851,7 @@ def evaluate_command(
     out = Console(highlight=False)
 
     def fail(msg: str) -> int:
-        console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True)
         return 2
 
     src = Path(folder)

@@ -490,7 +490,7 @@ def download_official(entry: RegistryEntry, *, progress: bool = True) -> Path:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelError(
             f"cannot download {entry.repo_id} ({why}); without network, download the repository "
-            f"elsewhere (huggingface-cli download {entry.repo_id}) and pass its folder: "
+            f"elsewhere (hf download {entry.repo_id}) and pass its folder: "
             f"--model /path/to/music-spectrogram-diffusion"
         ) from None
     assert folder is not None

@@ -299,3 +299,11 @@ def test_swapped_program_reaches_the_tokens():
     before = programs(R.RenderOptions())
     after = programs(R.RenderOptions(program_swaps=((4, 42),)))
     assert after != before
+
+
+def test_install_hints_keep_their_brackets(monkeypatch, tmp_path):
+    # Issue 13: rich read "[eval]" in the hint as markup and dropped it.
+    monkeypatch.setitem(sys.modules, "mir_eval", None)  # import fails as if not installed
+    r = run("evaluate", str(EXAMPLES / "band.mid"), "-m", "tiny-random", "-o", str(tmp_path))
+    assert r.exit_code == 2
+    assert "pip install 'midisynth[eval]'" in r.output
