@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -282,7 +283,11 @@ def render(
             if not quiet:
                 err.print(f"nothing to do: {len(plan.skipped)} output(s) exist (--skip-existing)")
             raise typer.Exit(0)
-        dev = R.resolve_device(device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dev = R.resolve_device(device)  # an unavailable device falls back, with one line
+        for w in caught:
+            err.print(f"warning: {escape(str(w.message))}")
         try:
             loaded = load_model(model, device=dev, dtype=R.resolve_dtype(dtype, dev))
         except ModelError as e:
@@ -415,7 +420,9 @@ def models() -> None:
     from .weights import REGISTRY, cache_dir, default_model_name
 
     default = default_model_name()
-    table = Table("name", "source", "description")
+    table = Table()
+    for col in ("name", "source", "description"):
+        table.add_column(col, overflow="fold")  # narrow terminals wrap names/paths, never cut them
     for e in REGISTRY.values():
         src = e.repo_id or (str(e.local_dir) if e.local_dir else "built in")
         table.add_row(e.name + (" (default)" if e.name == default else ""), src, e.description)

@@ -467,10 +467,20 @@ class FileResult:
 
 
 def _writable(folder: Path) -> bool:
+    """Whether files can be created in ``folder`` (or, if missing, in its nearest existing parent).
+    Tried for real: permission bits say yes for folders such as /proc that refuse new files."""
+    import tempfile
+
     p = folder
     while not p.exists():
         p = p.parent
-    return p.is_dir() and os.access(p, os.W_OK)
+    if not p.is_dir():
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=p, prefix=".midisynth-probe-"):
+            return True
+    except OSError:
+        return False
 
 
 def plan_outputs(
@@ -607,6 +617,7 @@ def render_files(
                 writers.append(w)
                 mel_sink = None
                 if t.mel_out is not None:
+                    t.mel_out.parent.mkdir(parents=True, exist_ok=True)
                     mels.append(_MelFile(t.mel_out, math.ceil(n / audio.HOP)))
                     mel_sink = mels[-1].write
                 gen = torch.Generator(device="cpu").manual_seed(options.seed)

@@ -148,16 +148,29 @@ def test_bad_flag_values_rejected_by_parser(tmp_path):
 def test_missing_input_and_unwritable_output(tmp_path):
     r = run("render", str(tmp_path / "missing.mid"), *FAST)
     assert "input not found" in one_line_error(r)
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        if not (ro / "probe").parent.stat().st_mode & 0o200 or shutil.os.access(ro, shutil.os.W_OK):
-            pytest.skip("running as root: permissions are not enforced")
-        r = run("render", str(EXAMPLES / "piano_pedal.mid"), str(ro / "o.wav"), *FAST)
-        assert "cannot write" in one_line_error(r)
-    finally:
-        ro.chmod(0o700)
+    # Paths no one can create, root included (chmod does not stop root): below a regular file,
+    # and in /proc, whose permission bits say writable but which refuses new files (issue 13).
+    (tmp_path / "a_file").write_text("x")
+    for dst in (tmp_path / "a_file" / "o.wav", Path("/proc/midisynth-test.wav")):
+        r = run("render", str(EXAMPLES / "piano_pedal.mid"), str(dst), *FAST)
+        assert r.exit_code != 0
+        assert f"cannot write to {dst.parent}" in one_line_error(r)
+        assert ".spool" not in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_mel_out_into_a_new_folder(tmp_path):
+    mel = tmp_path / "mels" / "sub" / "m.npy"
+    r = run(
+        "render",
+        str(EXAMPLES / "piano_pedal.mid"),
+        str(tmp_path / "o.wav"),
+        "--mel-out",
+        str(mel),
+        *FAST,
+    )
+    assert r.exit_code == 0, r.output
+    assert np.load(mel).shape[1] == 128
 
 
 def test_folder_keeps_going_past_bad_files(tmp_path):
@@ -307,3 +320,28 @@ def test_install_hints_keep_their_brackets(monkeypatch, tmp_path):
     r = run("evaluate", str(EXAMPLES / "band.mid"), "-m", "tiny-random", "-o", str(tmp_path))
     assert r.exit_code == 2
     assert "pip install 'midisynth[eval]'" in r.output
+
+
+def test_unavailable_device_is_one_warning_line(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    r = run(
+        "render",
+        str(EXAMPLES / "piano_pedal.mid"),
+        str(tmp_path / "o.wav"),
+        "--device",
+        "cuda",
+        *FAST,
+    )
+    assert r.exit_code == 0, r.output
+    assert "warning: CUDA is not available; rendering on the CPU" in r.output
+    assert "UserWarning" not in r.output and "render.py" not in r.output
+
+
+def test_models_table_never_cuts_names(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    r = run("models")
+    assert r.exit_code == 0
+    joined = "".join(line.strip("│ ") for line in r.output.splitlines())
+    assert "…" not in r.output and "google/music-spe" in r.output
