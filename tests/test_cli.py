@@ -330,9 +330,9 @@ def test_unavailable_device_is_one_warning_line(tmp_path, monkeypatch):
         "render",
         str(EXAMPLES / "piano_pedal.mid"),
         str(tmp_path / "o.wav"),
+        *FAST[:-2],
         "--device",
         "cuda",
-        *FAST,
     )
     assert r.exit_code == 0, r.output
     assert "warning: CUDA is not available; rendering on the CPU" in r.output
