@@ -288,6 +288,10 @@ def render(
             dev = R.resolve_device(device)  # an unavailable device falls back, with one line
         for w in caught:
             err.print(f"warning: {escape(str(w.message))}")
+        from .inverter import check_runtime
+
+        if inverter is None and (model or default_model_name()) == "official":
+            check_runtime("soundstream-onnx")  # before a 1.7 GB download, not after it
         try:
             loaded = load_model(model, device=dev, dtype=R.resolve_dtype(dtype, dev))
         except ModelError as e:

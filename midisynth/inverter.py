@@ -211,6 +211,17 @@ class StreamingInverter:
         return held
 
 
+def check_runtime(kind: str) -> None:
+    """InverterError now (before any download or model load) if inverter ``kind`` cannot run."""
+    import importlib.util
+
+    if kind == "soundstream-onnx" and importlib.util.find_spec("onnxruntime") is None:
+        raise InverterError(
+            "the SoundStream inverter needs onnxruntime: pip install 'midisynth[onnx]' "
+            "(or use --inverter griffin-lim)"
+        )
+
+
 def load_inverter(spec: dict[str, Any] | str, device: str | torch.device = "cpu") -> Inverter:
     """Build an inverter from a model's config entry (``{"type": ..., "path": ...}``) or a name.
 
