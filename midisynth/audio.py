@@ -75,6 +75,25 @@ AUDIO_FORMATS = {
 }
 
 
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete the hidden temporaries an earlier, killed run left for output ``path``
+    (``.NAME.<8 hex>.spool.wav``, ``.NAME.<8 hex>.tmp``, ``.NAME.<pid>.tmp.npy``): SIGKILL gives no
+    process the chance to clean up, so the next run writing the same output does. Returns them."""
+    import glob
+    import re
+
+    pattern = re.compile(
+        rf"^\.{re.escape(path.name)}\.([0-9a-f]{{8}}\.(spool\.wav|tmp)|[0-9]+\.tmp\.npy)$"
+    )
+    removed = []
+    if path.parent.is_dir():
+        for p in path.parent.glob(f".{glob.escape(path.name)}.*"):
+            if pattern.match(p.name):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
 class ClippingWarning(UserWarning):
     """write_audio() scaled the signal down because its peak exceeded 0 dBFS."""
 
@@ -458,6 +477,7 @@ class AudioFileWriter:
         self._peak = 0.0
         self._frames = 0
         self.report: WriteReport | None = None  # set by close()
+        remove_stale_temporaries(self.path)
         self._spool_path = self.path.with_name(
             f".{self.path.name}.{uuid.uuid4().hex[:8]}.spool.wav"
         )

@@ -651,8 +651,19 @@ def evaluate(
     raise typer.Exit(code)
 
 
+def _stop_on_signal(signum: int, _frame) -> None:
+    # SIGTERM/SIGHUP (timeout, Docker, systemd, Slurm, Ray) unwind like Ctrl-C: every writer's
+    # `except (KeyboardInterrupt, SystemExit)` removes its temporaries on the way out.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console-script entry point."""
+    import signal
+
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, _stop_on_signal)
     try:
         app()
     except KeyboardInterrupt:

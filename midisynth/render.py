@@ -551,6 +551,7 @@ class _MelFile:
     """Writes a [frames, 128] float32 .npy incrementally (memory-mapped), renamed into place."""
 
     def __init__(self, path: Path, frames: int):
+        audio.remove_stale_temporaries(path)
         self.path, self.tmp = path, path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
         self.arr = np.lib.format.open_memmap(self.tmp, "w+", np.float32, (frames, audio.N_MELS))
         self.pos = 0

@@ -343,7 +343,6 @@ def test_models_table_never_cuts_names(monkeypatch):
     monkeypatch.setenv("COLUMNS", "60")
     r = run("models")
     assert r.exit_code == 0
-    joined = "".join(line.strip("│ ") for line in r.output.splitlines())
     assert "…" not in r.output and "google/music-spe" in r.output
 
 
@@ -363,3 +362,46 @@ def test_official_without_onnxruntime_fails_before_any_download(monkeypatch, tmp
     r = run("render", str(EXAMPLES / "piano_pedal.mid"), str(tmp_path / "o.wav"), "-m", "official")
     assert "pip install 'midisynth[onnx]'" in one_line_error(r)
     assert not called and not (tmp_path / "o.wav").exists()
+
+
+def _long_midi(path: Path, seconds: int = 120) -> Path:
+    mf = mido.MidiFile(ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    for i in range(seconds):
+        tr.append(mido.Message("note_on", note=60 + i % 12, velocity=90, time=0 if i == 0 else 480))
+        tr.append(mido.Message("note_off", note=60 + i % 12, velocity=0, time=480))
+    mf.tracks.append(tr)
+    mf.save(path)
+    return path
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_stopped_render_leaves_nothing(tmp_path, signame):
+    # Issue 13: SIGTERM (timeout, Docker, systemd, Slurm, Ray) left the hidden spool file behind.
+    import signal
+    import time
+
+    src = _long_midi(tmp_path / "long.mid")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    cmd = [sys.executable, "-m", "midisynth", "render", str(src), str(out_dir / "x.wav"), *FAST]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while not any(out_dir.glob(".x.wav.*.spool.wav")) and time.time() < deadline:
+        time.sleep(0.05)
+    assert any(out_dir.glob(".x.wav.*.spool.wav")), "the render never started writing"
+    proc.send_signal(getattr(signal, signame))
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert list(out_dir.iterdir()) == []
+
+
+def test_a_later_run_removes_what_a_killed_run_left(tmp_path):
+    dst = tmp_path / "o.wav"
+    stale = [tmp_path / ".o.wav.0badc0de.spool.wav", tmp_path / ".o.wav.12345.tmp.npy"]
+    keep = tmp_path / ".other.wav.0badc0de.spool.wav"
+    for p in [*stale, keep]:
+        p.write_bytes(b"left by a SIGKILLed run")
+    r = run("render", str(EXAMPLES / "piano_pedal.mid"), str(dst), *FAST)
+    assert r.exit_code == 0, r.output
+    assert dst.exists() and keep.exists() and not any(p.exists() for p in stale)
