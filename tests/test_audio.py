@@ -334,3 +334,21 @@ def test_loudness_gating_and_normalisation():
     out = A.normalize_loudness(tone.float(), target_lufs=-23.0)
     assert A.loudness_lufs(out) == pytest.approx(-23.0, abs=1e-3)
     assert torch.equal(A.normalize_loudness(torch.zeros(100)), torch.zeros(100))
+
+
+def test_loudness_matches_pyloudnorm():
+    # Our BS.1770-4 stays (pyloudnorm would pull scipy into the render path); pyloudnorm is the
+    # reference it must agree with.
+    pyln = pytest.importorskip("pyloudnorm")
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * 16000) / 16000
+    for sr, x in [
+        (16000, 0.1 * np.sin(2 * np.pi * 440 * t)),
+        (16000, 0.05 * rng.standard_normal(len(t)) * (t > 1)),  # gating: 1 s of silence first
+    ]:
+        want = pyln.Meter(sr).integrated_loudness(x)
+        got = A.loudness_lufs(torch.from_numpy(x.astype(np.float32)), sr)
+        # ≤ 0.2 LU: the two derive the K-weighting filters for 16 kHz slightly differently.
+        assert got == pytest.approx(want, abs=0.2)

@@ -405,3 +405,27 @@ def test_a_later_run_removes_what_a_killed_run_left(tmp_path):
     r = run("render", str(EXAMPLES / "piano_pedal.mid"), str(dst), *FAST)
     assert r.exit_code == 0, r.output
     assert dst.exists() and keep.exists() and not any(p.exists() for p in stale)
+
+
+def test_loudness_normalisation_hits_its_target(tmp_path):
+    # Issue 13: the start burst forced a scale-down, so `--normalize loudness --gain -3` gave
+    # -31.5 LUFS instead of -19.
+    import torch
+
+    from midisynth import audio
+
+    dst = tmp_path / "o.wav"
+    r = run(
+        "render",
+        str(EXAMPLES / "band.mid"),
+        str(dst),
+        *FAST,
+        "--normalize",
+        "loudness",
+        "--gain",
+        "-3",
+    )
+    assert r.exit_code == 0, r.output
+    x, sr = sf.read(dst, dtype="float32")
+    assert audio.loudness_lufs(torch.from_numpy(x), sr) == pytest.approx(-19.0, abs=1.0)
+    assert "turned down" not in r.output
