@@ -7,6 +7,7 @@ tracebacks are for bugs only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import warnings
@@ -219,6 +220,20 @@ def render(
         Path | None,
         typer.Option(help="Also save the log-mel [frames, 128] to this .npy (single file only)."),
     ] = None,
+    stems: Annotated[
+        bool,
+        typer.Option(
+            help="Also write one file per instrument beside the output (OUT.track2-cello.wav, "
+            "OUT.drums.wav…); the output is then their sum. Single file only."
+        ),
+    ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also save a picture (PNG) of the rendered log-mel with the note onsets and the "
+            "waveform envelope. Single file only; needs matplotlib."
+        ),
+    ] = None,
     batch_size: Annotated[
         int, typer.Option(min=1, max=256, help="Files rendered together (GPU throughput).")
     ] = 8,
@@ -242,6 +257,16 @@ def render(
         tracks = tuple(_parse_track(t, parse_program) for t in track or [])
         if sampler is Sampler.ddpm and steps is not None and steps > 1000:
             raise ValueError("--steps must be at most 1000")
+        if (stems or plot is not None) and not input.is_file():
+            raise ValueError("--stems and --plot work on a single MIDI file, not a folder")
+        if stems and (mel_out is not None or plot is not None):
+            raise ValueError("--stems cannot be combined with --mel-out or --plot")
+        if plot is not None and plot.suffix.lower() != ".png":
+            raise ValueError(f"--plot must name a .png file, got {plot}")
+        if plot is not None:
+            from .plot import check_available
+
+            check_available()
     except ValueError as e:
         fail(str(e), 2)
     import importlib
@@ -311,11 +336,60 @@ def render(
     if not quiet:
         _describe(loaded, options, swaps, tracks, len(plan.tasks))
     out_opts = R.OutputOptions(sample_rate=sample_rate, normalize=normalize.value, gain_db=gain)
+    if stems:
+        _render_stems(loaded, plan.tasks[0], options, out_opts, quiet)
+        raise typer.Exit(0)
+    if plot is not None and plan.tasks[0].mel_out is None:
+        import tempfile
+
+        tmp_mel = Path(tempfile.mkdtemp(prefix="midisynth-plot-")) / "mel.npy"
+        plan.tasks[0] = dataclasses.replace(plan.tasks[0], mel_out=tmp_mel)
     results = _render_with_progress(R, loaded, plan.tasks, options, out_opts, quiet)
+    if plot is not None and results[0].ok:
+        _plot_file(plot, plan.tasks[0], options, quiet)
     failed = [r for r in results if not r.ok]
     if not quiet or failed:
         _summary(results, plan.skipped, quiet)
     raise typer.Exit(1 if failed else 0)
+
+
+def _render_stems(loaded, task, options, out_opts, quiet: bool) -> None:
+    from .midi import read_midi
+    from .stems import write_stems
+
+    score = read_midi(task.src, all_track_tempos=not options.reference_tempo)
+    try:
+        paths, scaled = write_stems(loaded, score, task.dst, options, out_opts)
+    except _user_errors() as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if not quiet:
+        for p in paths:
+            err.print(f"[green]✓[/] {p}")
+        err.print(f"mix + {len(paths) - 1} stem(s) written; the stems sum to the mix")
+        if scaled:
+            err.print("turned down to avoid clipping (the same gain on every stem)")
+
+
+def _plot_file(png: Path, task, options, quiet: bool) -> None:
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+
+    from .midi import read_midi
+    from .plot import plot_render
+    from .render import apply_programs
+
+    mel = np.load(task.mel_out)
+    wave, sr = sf.read(task.dst, dtype="float32", always_2d=True)
+    score = read_midi(task.src, all_track_tempos=not options.reference_tempo)
+    onsets = sorted({round(n.start, 3) for n in apply_programs(score, options)})
+    png.parent.mkdir(parents=True, exist_ok=True)
+    plot_render(png, mel, wave.mean(1), sr, onsets, title=task.src.name)
+    if task.mel_out.parent.name.startswith("midisynth-plot-"):
+        shutil.rmtree(task.mel_out.parent, ignore_errors=True)
+    if not quiet:
+        err.print(f"[green]✓[/] {png}")
 
 
 def _parse_track(text: str, parse_program) -> tuple[int, int]:

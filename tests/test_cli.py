@@ -429,3 +429,55 @@ def test_loudness_normalisation_hits_its_target(tmp_path):
     x, sr = sf.read(dst, dtype="float32")
     assert audio.loudness_lufs(torch.from_numpy(x), sr) == pytest.approx(-19.0, abs=1.0)
     assert "turned down" not in r.output
+
+
+def test_stems_sum_to_the_mix(tmp_path):
+    dst = tmp_path / "band.wav"
+    r = run("render", str(EXAMPLES / "band.mid"), str(dst), *FAST, "--stems", "--normalize", "peak")
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "band.drums.wav",
+        "band.track1-electric-piano-1.wav",
+        "band.track2-electric-bass-finger.wav",
+        "band.track3-string-ensemble-1.wav",
+        "band.wav",
+    ]
+    mix, sr = sf.read(dst, dtype="float64")
+    parts = [sf.read(tmp_path / n, dtype="float64")[0] for n in names if n != "band.wav"]
+    assert all(len(p) == len(mix) for p in parts)
+    assert np.abs(np.sum(parts, axis=0) - mix).max() <= 4 * 2**-15  # PCM_16 rounding, 5 files
+    assert np.abs(mix).max() == pytest.approx(10 ** (-1 / 20), abs=2**-14)  # the mix is normalized
+
+
+def test_stems_follow_swaps_and_refuse_folders(tmp_path):
+    r = run(
+        "render",
+        str(EXAMPLES / "band.mid"),
+        str(tmp_path / "o.wav"),
+        *FAST,
+        "--stems",
+        "--track",
+        "3=violin",
+        "--no-drums",
+    )
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "o.track3-violin.wav" in names and not any("drums" in n for n in names)
+    r = run("render", str(EXAMPLES), "-o", str(tmp_path / "x"), *FAST, "--stems")
+    assert "single MIDI file" in one_line_error(r)
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "pics" / "band.png"
+    r = run(
+        "render", str(EXAMPLES / "band.mid"), str(tmp_path / "o.wav"), *FAST, "--plot", str(png)
+    )
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.wav", "pics"]  # no temporary left
+    r = run(
+        "render", str(EXAMPLES / "band.mid"), str(tmp_path / "o2.wav"), *FAST, "--plot", "x.jpg"
+    )
+    assert ".png" in one_line_error(r)
