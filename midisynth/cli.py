@@ -95,7 +95,13 @@ def inspect(
         codec = tokens.Codec.from_dict(settings["codec"])
     except (MidiError, ModelError, ValueError) as e:
         fail(str(e))
-    segs = tokens.notes_to_segments(score.notes, score.total_time, codec=codec, program_map=pmap)
+    segs = tokens.notes_to_segments(
+        score.notes,
+        score.total_time,
+        codec=codec,
+        program_map=pmap,
+        reference_tail_ties=reference,  # the reference's stale tie section after the last event
+    )
     if as_json:
         doc = {
             "file": str(file),
@@ -302,7 +308,8 @@ def render(
         if input.is_file():  # a single bad file fails here, before the model loads
             from .midi import read_midi
 
-            for line in R.unused_changes(read_midi(input), options):
+            score = read_midi(input, all_track_tempos=not options.reference_tempo)
+            for line in [*score.warnings, *R.unused_changes(score, options)]:
                 err.print(f"warning: {escape(line)}")
         if not plan.tasks:
             if not quiet:

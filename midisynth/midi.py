@@ -11,8 +11,9 @@ reproduces it, quirks included (tests compare against note-seq on ~2,700 real fi
 - controls before the first note of a (track, channel) go to all its later instruments (pretty_midi
   hands them one shared list), so a pedal can act across a program change;
 - ``total_time`` is the latest note end, then whatever the sustain pedal makes of it.
-Deliberately different, on files where the reference fails or yields nonsense: format 2,
-unknown formats, SMPTE timing and files without notes raise ``MidiError``; an empty track chunk
+Format 2 files (independent sequences) are read as format 1, as pretty_midi and players do, with
+a warning. Deliberately different, on files where the reference fails or yields nonsense: unknown
+formats, SMPTE timing and files without notes raise ``MidiError``; an empty track chunk
 or a bad time signature (pretty_midi crashes on both) is read normally.
 
 Tracks are decoded by a small parser covering what real files hold; anything else (corrupt data,
@@ -116,7 +117,7 @@ def read_midi(
     ``all_track_tempos``: also obey tempo events outside track 0. The reference ignores them,
     which plays e.g. files whose only tempo event sits on track 1 at 120 qpm; off by default
     for parity with it (``Score.warnings`` says when it matters).
-    Raises ``MidiError`` (one line, naming the file) unless it is a readable format 0/1 file
+    Raises ``MidiError`` (one line, naming the file) unless it is a readable format 0/1/2 file
     with at least one note.
     """
     name, data = _read_source(source)
@@ -155,6 +156,11 @@ def read_midi(
         pedal = [(c.time, c.value, c.instrument) for c in ccs if c.number == _SUSTAIN]
         total_time = _apply_sustain(notes, pedal, total_time)
     warnings = [f"{unreleased} note(s) never released were dropped"] if unreleased else []
+    if fmt == 2:
+        warnings.append(
+            "format 2 (independent sequences): its tracks are played together, as format 1, "
+            "as the reference and common players do"
+        )
     if ignored and not all_track_tempos:
         tracks_ = ", ".join(map(str, ignored))
         warnings.append(f"tempo events on track(s) {tracks_} are ignored, as the reference does")
@@ -190,9 +196,8 @@ def _check_header(name: str, data: bytes) -> tuple[int, int, int, int]:
         raise MidiError(f"{name}: truncated MIDI file (incomplete header)")
     # Signed, as mido reads it: a set high bit in the division word means SMPTE timing.
     fmt, ntracks, division = struct.unpack(">hhh", data[8:14])
-    if fmt not in (0, 1):
-        kind = "format 2 (independent sequences)" if fmt == 2 else f"unknown MIDI format {fmt}"
-        raise MidiError(f"{name}: {kind} is not supported")
+    if fmt not in (0, 1, 2):  # format 2 is read as format 1, as the reference and players do
+        raise MidiError(f"{name}: unknown MIDI format {fmt} is not supported")
     if division <= 0:
         kind = "SMPTE time division is" if division else "a time division of 0 ticks is"
         raise MidiError(f"{name}: {kind} not supported")

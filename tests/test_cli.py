@@ -218,14 +218,29 @@ def test_inspect_json_and_table():
     assert r.exit_code == 0 and "Electric Bass" in r.output
 
 
-def test_inspect_reference_equals_midiprocessor():
+def _tail_tie_midi(path: Path) -> Path:
+    """A note held 0–12 s and a drum hit at 12 s: segments after the last event keep the
+    reference's stale tie section (issue 13: `inspect --reference` printed only the marker)."""
+    mf = mido.MidiFile(ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    tr.append(mido.Message("note_on", note=60, velocity=100, time=0))
+    tr.append(mido.Message("note_off", note=60, velocity=0, time=11520))
+    tr.append(mido.Message("note_on", channel=9, note=36, velocity=100, time=0))
+    tr.append(mido.Message("note_off", channel=9, note=36, velocity=0, time=0))
+    mf.tracks.append(tr)
+    mf.save(path)
+    return path
+
+
+def test_inspect_reference_equals_midiprocessor(tmp_path):
     sd = pytest.importorskip("diffusers.pipelines.deprecated.spectrogram_diffusion")
     pytest.importorskip("note_seq")
-    for name in ("band.mid", "piano_pedal.mid", "melody_chords.mid"):
-        r = run("inspect", str(EXAMPLES / name), "--json", "--reference")
+    files = [EXAMPLES / n for n in ("band.mid", "piano_pedal.mid", "melody_chords.mid")]
+    for path in [*files, _tail_tie_midi(tmp_path / "tail.mid")]:
+        r = run("inspect", str(path), "--json", "--reference")
         ours = json.loads(r.output)["segments"]
-        ref = [[t for t in seg if t > 0][:-1] for seg in sd.MidiProcessor()(str(EXAMPLES / name))]
-        assert ours == ref, name
+        ref = [[t for t in seg if t > 0][:-1] for seg in sd.MidiProcessor()(str(path))]
+        assert ours == ref, path.name
 
 
 def test_inspect_bad_file(tmp_path):
