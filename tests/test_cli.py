@@ -219,14 +219,15 @@ def test_inspect_json_and_table():
 
 
 def _tail_tie_midi(path: Path) -> Path:
-    """A note held 0–12 s and a drum hit at 12 s: segments after the last event keep the
-    reference's stale tie section (issue 13: `inspect --reference` printed only the marker)."""
+    """A note held 0–12 s and a drum hit at 12 s held to 16 s: the segment from 15.36 s starts after
+    the last event (drums have no offset event) and keeps the reference's stale tie section
+    (issue 13: `inspect --reference` printed only the tie marker there)."""
     mf = mido.MidiFile(ticks_per_beat=480)
     tr = mido.MidiTrack()
     tr.append(mido.Message("note_on", note=60, velocity=100, time=0))
     tr.append(mido.Message("note_off", note=60, velocity=0, time=11520))
     tr.append(mido.Message("note_on", channel=9, note=36, velocity=100, time=0))
-    tr.append(mido.Message("note_off", channel=9, note=36, velocity=0, time=0))
+    tr.append(mido.Message("note_off", channel=9, note=36, velocity=0, time=3840))
     mf.tracks.append(tr)
     mf.save(path)
     return path
