@@ -66,6 +66,33 @@ def _stack(cfg: FrameConfig, n: int) -> nn.ModuleList:
     )
 
 
+HARMONIC_BANDS = ((1, 1), (2, 3), (4, 7), (8, 16))  # harmonic numbers grouped into timbre bands
+
+
+def harmonic_templates() -> Tensor:
+    """(128 pitches, bands, 128 mel bins) float32: where each key's harmonics fall on the mel scale.
+
+    Harmonic k of MIDI pitch p (f = 440·2^((p−69)/12)·k, 1/k amplitude) enters the mel filterbank
+    row of its frequency (linear interpolation between FFT bins); harmonics are summed per band of
+    ``HARMONIC_BANDS``. A fixed prior: the network learns only how loud each band is per note.
+    """
+    from . import audio
+
+    w = audio.mel_filterbank(dtype=torch.float64)  # (513, 128)
+    bin_hz = audio.SAMPLE_RATE / audio.N_FFT
+    out = torch.zeros(128, len(HARMONIC_BANDS), w.shape[1], dtype=torch.float64)
+    for p in range(128):
+        f0 = 440.0 * 2 ** ((p - 69) / 12)
+        for b, (lo, hi) in enumerate(HARMONIC_BANDS):
+            for k in range(lo, hi + 1):
+                x = f0 * k / bin_hz
+                if x >= w.shape[0] - 1:
+                    break
+                i, frac = int(x), x - int(x)
+                out[p, b] += ((1 - frac) * w[i] + frac * w[i + 1]) / k
+    return (out / out.amax(dim=-1, keepdim=True).clamp_min(1e-9)).float()
+
+
 class NoteEmbedding(nn.Module):
     """Note slots (B, T, S, 5) int → per-frame sum of per-note codes (B, T, out).
 
@@ -82,6 +109,11 @@ class NoteEmbedding(nn.Module):
         self.remaining = nn.Embedding(notegrid.N_REMAINING, d)
         self.mlp = nn.Sequential(nn.GELU(), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
         self.proj = nn.Linear(d, out)  # after the per-frame sum: cheap at note width d
+        # Harmonic shortcut: per (note, frame) a gain per band of its harmonic templates, summed
+        # into a 128-bin spectrum per frame (log) — pitch → spectrum need not be learned.
+        self.register_buffer("templates", harmonic_templates(), persistent=False)
+        self.band_gain = nn.Linear(d, len(HARMONIC_BANDS))
+        self.spectrum_proj = nn.Linear(128, out)
         for emb in (self.pitch, self.inst, self.velocity, self.age, self.remaining):
             nn.init.normal_(emb.weight, std=0.5)
 
@@ -100,9 +132,15 @@ class NoteEmbedding(nn.Module):
             + self.remaining(g[:, 4])
         )
         code = self.mlp(code)  # (N_live, D)
+        frame = torch.div(live, S, rounding_mode="floor")
         out = torch.zeros(B * T, code.shape[1], dtype=code.dtype, device=code.device)
-        out.index_add_(0, torch.div(live, S, rounding_mode="floor"), code)
-        return self.proj(out.view(B, T, -1))  # (B, T, out)
+        out.index_add_(0, frame, code)
+        gain = nn.functional.softplus(self.band_gain(code))  # (N_live, bands)
+        spec = torch.einsum("nb,nbm->nm", gain, self.templates[g[:, 0]].to(gain.dtype))
+        spectrum = torch.zeros(B * T, spec.shape[1], dtype=spec.dtype, device=spec.device)
+        spectrum.index_add_(0, frame, spec)
+        log_spec = torch.log(spectrum + 1e-3).view(B, T, -1)  # (B, T, 128)
+        return self.proj(out.view(B, T, -1)) + self.spectrum_proj(log_spec)  # (B, T, out)
 
 
 class FrameNet(nn.Module):
