@@ -18,6 +18,7 @@ The same interface as ``SpectrogramDiffusion`` for the render loop: ``encode`` o
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -69,12 +70,14 @@ def _stack(cfg: FrameConfig, n: int) -> nn.ModuleList:
 HARMONIC_BANDS = ((1, 1), (2, 3), (4, 7), (8, 16))  # harmonic numbers grouped into timbre bands
 
 
+@functools.lru_cache(maxsize=1)
 def harmonic_templates() -> Tensor:
     """(128 pitches, bands, 128 mel bins) float32: where each key's harmonics fall on the mel scale.
 
     Harmonic k of MIDI pitch p (f = 440·2^((p−69)/12)·k, 1/k amplitude) enters the mel filterbank
     row of its frequency (linear interpolation between FFT bins); harmonics are summed per band of
     ``HARMONIC_BANDS``. A fixed prior: the network learns only how loud each band is per note.
+    Computed once per process, not stored in checkpoints (models load on the meta device).
     """
     from . import audio
 
@@ -111,7 +114,6 @@ class NoteEmbedding(nn.Module):
         self.proj = nn.Linear(d, out)  # after the per-frame sum: cheap at note width d
         # Harmonic shortcut: per (note, frame) a gain per band of its harmonic templates, summed
         # into a 128-bin spectrum per frame (log) — pitch → spectrum need not be learned.
-        self.register_buffer("templates", harmonic_templates(), persistent=False)
         self.band_gain = nn.Linear(d, len(HARMONIC_BANDS))
         self.spectrum_proj = nn.Linear(128, out)
         for emb in (self.pitch, self.inst, self.velocity, self.age, self.remaining):
@@ -136,7 +138,7 @@ class NoteEmbedding(nn.Module):
         out = torch.zeros(B * T, code.shape[1], dtype=code.dtype, device=code.device)
         out.index_add_(0, frame, code)
         gain = nn.functional.softplus(self.band_gain(code))  # (N_live, bands)
-        spec = torch.einsum("nb,nbm->nm", gain, self.templates[g[:, 0]].to(gain.dtype))
+        spec = torch.einsum("nb,nbm->nm", gain, harmonic_templates().to(gain)[g[:, 0]])
         spectrum = torch.zeros(B * T, spec.shape[1], dtype=spec.dtype, device=spec.device)
         spectrum.index_add_(0, frame, spec)
         log_spec = torch.log(spectrum + 1e-3).view(B, T, -1)  # (B, T, 128)
