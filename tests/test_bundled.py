@@ -1,0 +1,75 @@
+"""The bundled model: the default, offline; hears velocity; the README's first command works."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from midisynth import weights
+from midisynth.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = [e for e in weights.REGISTRY.values() if e.local_dir is not None]
+needs_bundled = pytest.mark.skipif(not BUNDLED, reason="no bundled model in weights/")
+
+
+def _ramp_module():
+    spec = importlib.util.spec_from_file_location(
+        "velocity_ramp", REPO / "benchmarks" / "velocity_ramp.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@needs_bundled
+def test_bundled_model_is_the_default_and_listed_so():
+    assert weights.default_model_name() == BUNDLED[0].name
+    r = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    assert f"{BUNDLED[0].name} (default)" in r.output
+
+
+@needs_bundled
+def test_bundled_model_card_and_checksums():
+    folder = BUNDLED[0].local_dir
+    model = weights.load_model(BUNDLED[0].name, verify=True)
+    assert model.config.frame is not None and (folder / "MODEL_CARD.md").is_file()
+    assert sum(f.stat().st_size for f in folder.glob("*.safetensors")) <= 30 * 2**20
+    assert all(f.stat().st_size <= 15 * 2**20 for f in folder.iterdir())
+    assert not list(folder.glob("training_state*"))  # never optimizer state in git
+
+
+@needs_bundled
+def test_velocity_ramp_gets_louder():
+    res = _ramp_module().ramp_levels(weights.load_model())
+    assert res["mel_monotonic"], res["rows"]
+    assert res["mel_range_db"] >= 10.0, res["rows"]
+
+
+def test_readme_first_command_renders_the_example_offline(tmp_path, monkeypatch):
+    text = (REPO / "README.md").read_text()
+    first = re.findall(r"```bash\n(.*?)\n```", text, re.S)[0]
+    render = first.split("&&")[-1].strip()
+    args = shlex.split(render)
+    assert args[:2] == ["midisynth", "render"]
+    if BUNDLED:
+        assert "--model" not in args and "-m" not in args  # the bundled model, no flags
+    else:
+        pytest.skip("no bundled model: the README renders with tiny-random")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "o.wav"
+    args = [a if not a.endswith(".wav") else str(out) for a in args[2:]]
+    r = CliRunner().invoke(app, ["render", *args])
+    assert r.exit_code == 0, r.output
+    import soundfile as sf
+
+    wave, sr = sf.read(out)
+    assert sr == 16000 and np.abs(wave).max() > 1e-3
