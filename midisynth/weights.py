@@ -57,6 +57,9 @@ class RegistryEntry:
     revision: str = "main"
     local_dir: Path | None = None  # bundled folder in midisynth format
     builtin: str | None = None  # generated in-process (tests)
+    # A bundled model that has not met its quality targets yet (config.json "preview": true):
+    # usable by name, never the default.
+    preview: bool = False
 
 
 REGISTRY: dict[str, RegistryEntry] = {
@@ -83,19 +86,26 @@ def _register_bundled() -> None:
         cfg = d / CONFIG_FILE
         if d.name == "official" or not cfg.is_file():
             continue
+        preview = False
         try:
-            desc = json.loads(cfg.read_text()).get("description", "bundled model")
+            meta = json.loads(cfg.read_text())
+            desc, preview = meta.get("description", "bundled model"), bool(meta.get("preview"))
         except (OSError, ValueError):
             desc = "bundled model (unreadable config.json)"
-        REGISTRY.setdefault(d.name, RegistryEntry(name=d.name, description=desc, local_dir=d))
+        if preview:
+            desc = f"PREVIEW (below its quality targets, see MODEL_CARD.md): {desc}"
+        REGISTRY.setdefault(
+            d.name, RegistryEntry(name=d.name, description=desc, local_dir=d, preview=preview)
+        )
 
 
 _register_bundled()
 
 
 def default_model_name() -> str:
-    """The model `midisynth render` uses when none is given: the bundled one when it exists."""
-    bundled = [e.name for e in REGISTRY.values() if e.local_dir is not None]
+    """The model `midisynth render` uses when none is given: the bundled one when it exists
+    (previews excluded), else the official one."""
+    bundled = [e.name for e in REGISTRY.values() if e.local_dir is not None and not e.preview]
     return bundled[0] if bundled else "official"
 
 
@@ -363,6 +373,7 @@ def release_model(
     *,
     sampling: dict[str, Any] | None = None,
     evaluation: dict[str, Any] | None = None,
+    preview: bool = False,
 ) -> Path:
     """Copy a trained model folder to ``dst`` for shipping: the verified weight shards, config.json
     (minus the optimizer-state listing; plus ``sampling`` = {"sampler", "steps"}, the render defaults,
@@ -382,6 +393,7 @@ def release_model(
         meta["sampling"] = dict(sampling)
     if evaluation is not None:
         meta["evaluation"] = evaluation
+    meta["preview"] = preview  # True: registered by name, never the default
     dst.mkdir(parents=True, exist_ok=True)
     for old in dst.glob("model*.safetensors"):
         old.unlink()

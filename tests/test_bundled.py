@@ -15,8 +15,10 @@ from midisynth import weights
 from midisynth.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED = [e for e in weights.REGISTRY.values() if e.local_dir is not None]
-needs_bundled = pytest.mark.skipif(not BUNDLED, reason="no bundled model in weights/")
+SHIPPED = [e for e in weights.REGISTRY.values() if e.local_dir is not None]
+BUNDLED = [e for e in SHIPPED if not e.preview]  # candidates for the default
+needs_bundled = pytest.mark.skipif(not BUNDLED, reason="no bundled default model in weights/")
+needs_shipped = pytest.mark.skipif(not SHIPPED, reason="no model in weights/")
 
 
 def _ramp_module():
@@ -36,19 +38,29 @@ def test_bundled_model_is_the_default_and_listed_so():
     assert f"{BUNDLED[0].name} (default)" in r.output
 
 
-@needs_bundled
-def test_bundled_model_card_and_checksums():
-    folder = BUNDLED[0].local_dir
-    model = weights.load_model(BUNDLED[0].name, verify=True)
+def test_previews_are_never_the_default():
+    previews = [e.name for e in SHIPPED if e.preview]
+    assert weights.default_model_name() not in previews
+    r = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"})
+    for name in previews:
+        assert f"{name} (default)" not in r.output and "PREVIEW" in r.output
+
+
+@needs_shipped
+@pytest.mark.parametrize("entry", SHIPPED, ids=lambda e: e.name)
+def test_shipped_model_card_and_checksums(entry):
+    folder = entry.local_dir
+    model = weights.load_model(entry.name, verify=True)
     assert model.config.frame is not None and (folder / "MODEL_CARD.md").is_file()
     assert sum(f.stat().st_size for f in folder.glob("*.safetensors")) <= 30 * 2**20
     assert all(f.stat().st_size <= 15 * 2**20 for f in folder.iterdir())
     assert not list(folder.glob("training_state*"))  # never optimizer state in git
 
 
-@needs_bundled
-def test_velocity_ramp_gets_louder():
-    res = _ramp_module().ramp_levels(weights.load_model())
+@needs_shipped
+@pytest.mark.parametrize("entry", SHIPPED, ids=lambda e: e.name)
+def test_velocity_ramp_gets_louder(entry):
+    res = _ramp_module().ramp_levels(weights.load_model(entry.name))
     assert res["mel_monotonic"], res["rows"]
     assert res["mel_range_db"] >= 10.0, res["rows"]
 

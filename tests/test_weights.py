@@ -230,3 +230,36 @@ def test_unreachable_hub_says_how_to_get_the_weights(tmp_path, cache, monkeypatc
     with pytest.raises(ModelError, match="download the repository elsewhere") as e:
         load_model("official")
     assert "--model /path/to" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_preview_models_are_registered_but_never_the_default(tmp_path, monkeypatch):
+    import torch
+
+    from midisynth import weights as W
+    from midisynth.model import FrameConfig, ModelConfig, build_model
+
+    model = build_model(
+        ModelConfig(
+            prediction_type="v_prediction",
+            frame=FrameConfig(
+                d_model=16, prior_layers=1, denoise_layers=1, context_layers=1, note_dim=8
+            ),
+        )
+    )
+    src = W.save_model(model, tmp_path / "run", name="x", program_map="identity")
+    root = tmp_path / "weights"
+    W.release_model(
+        src,
+        root / "aa-preview",
+        preview=True,
+        sampling={"sampler": "ddim-cosine", "steps": 4, "start": 0.5},
+    )
+    W.release_model(src, root / "bb-final")
+    monkeypatch.setattr(W, "BUNDLED_DIR", root)
+    monkeypatch.setattr(W, "REGISTRY", {k: v for k, v in W.REGISTRY.items() if v.local_dir is None})
+    W._register_bundled()
+    assert W.REGISTRY["aa-preview"].preview and "PREVIEW" in W.REGISTRY["aa-preview"].description
+    assert W.default_model_name() == "bb-final"
+    del W.REGISTRY["bb-final"]
+    assert W.default_model_name() == "official"
+    assert isinstance(W.load_model("aa-preview").model, torch.nn.Module)
