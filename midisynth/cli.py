@@ -675,6 +675,42 @@ def _is_frame_run(model: str, resume: str | None) -> bool:
 
 
 @app.command()
+def invert(
+    mel: Annotated[Path, typer.Argument(help="A log-mel .npy file, as --mel-out writes it.")],
+    output: Annotated[Path, typer.Argument(help="Audio file to write (.wav, .flac or .ogg).")],
+    inverter: Annotated[
+        str, typer.Option(help="griffin-lim, or soundstream-onnx with --inverter-file.")
+    ] = "griffin-lim",
+    inverter_file: Annotated[
+        Path | None, typer.Option(help="The ONNX file of the soundstream-onnx inverter.")
+    ] = None,
+    sample_rate: Annotated[
+        int, typer.Option("--sample-rate", "-r", min=8000, max=192000, help="Output rate.")
+    ] = 16000,
+    normalize: Annotated[
+        Normalize, typer.Option(help="none, peak (-1 dBFS) or loudness (-16 LUFS).")
+    ] = Normalize.none,
+    gain: Annotated[float, typer.Option(min=-60.0, max=60.0, help="Gain in dB.")] = 0.0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Turn a log-mel file ([frames, 128] float, unscaled natural-log mel) back into audio."""
+    from .inverter import invert_file
+
+    if output.exists() and not overwrite:
+        fail(f"{output} exists; pass --overwrite", 2)
+    spec: dict = {"type": inverter}
+    if inverter_file is not None:
+        spec["path"] = str(inverter_file)
+    try:
+        invert_file(
+            mel, output, spec, sample_rate=sample_rate, normalize=normalize.value, gain_db=gain
+        )
+    except _user_errors() as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    err.print(f"[green]✓[/] {output}")
+
+
+@app.command()
 def evaluate(
     midi: Annotated[Path, typer.Argument(help="A MIDI file or a folder of them.")],
     model: Annotated[

@@ -237,3 +237,63 @@ def load_inverter(spec: dict[str, Any] | str, device: str | torch.device = "cpu"
             raise InverterError("this model has no SoundStream inverter file; use griffin-lim")
         return OnnxInverter(spec["path"], device=device)
     raise InverterError(f"unknown inverter {kind!r}; choose griffin-lim or soundstream-onnx")
+
+
+def read_mel_file(path: str | Path) -> torch.Tensor:
+    """A ``--mel-out`` file → mel [frames, 128] float32 (unscaled natural-log mel).
+
+    InverterError (one line) for anything else: not an .npy file, wrong shape or dtype, NaN/inf.
+    """
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise InverterError(f"mel file not found: {path}")
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise InverterError(f"{path}: not a NumPy .npy file ({str(e).splitlines()[0]})") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        raise InverterError(f"{path}: an .npz archive, not a single .npy array")
+    if arr.dtype.kind != "f":
+        raise InverterError(f"{path}: dtype {arr.dtype}, expected float (as --mel-out writes)")
+    if arr.ndim != 2 or arr.shape[1] != audio.N_MELS or arr.shape[0] == 0:
+        raise InverterError(
+            f"{path}: shape {tuple(arr.shape)}, expected [frames, {audio.N_MELS}] "
+            "(unscaled log-mel, as --mel-out writes)"
+        )
+    mel = torch.from_numpy(np.array(arr, dtype=np.float32))
+    if not bool(torch.isfinite(mel).all()):
+        raise InverterError(f"{path}: contains NaN or infinite values")
+    return mel
+
+
+def invert_file(
+    mel_path: str | Path,
+    dst: str | Path,
+    inverter: dict[str, Any] | str = "griffin-lim",
+    *,
+    sample_rate: int = audio.SAMPLE_RATE,
+    normalize: str = "none",
+    gain_db: float = 0.0,
+    chunk_frames: int = audio.SEGMENT_FRAMES,
+) -> Path:
+    """Invert a mel file to audio, streamed ``chunk_frames`` at a time (the render loop's segments,
+    so a render's ``--mel-out`` inverts to the render's own audio up to its last, shorter chunk).
+    The output is written atomically (nothing is left at ``dst`` on failure)."""
+    mel = read_mel_file(mel_path)
+    inv = StreamingInverter(load_inverter(inverter))
+    writer = audio.AudioFileWriter(dst, sample_rate, normalize=normalize, gain_db=gain_db)
+    n = mel.shape[0] * audio.HOP
+    done = 0
+    try:
+        for i in range(0, mel.shape[0], chunk_frames):
+            out = inv.push(mel[i : i + chunk_frames])
+            writer.write(out[: n - done])
+            done += min(out.numel(), n - done)
+        writer.write(inv.flush()[: max(0, n - done)])
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return Path(dst)
