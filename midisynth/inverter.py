@@ -225,18 +225,35 @@ def check_runtime(kind: str) -> None:
 def load_inverter(spec: dict[str, Any] | str, device: str | torch.device = "cpu") -> Inverter:
     """Build an inverter from a model's config entry (``{"type": ..., "path": ...}``) or a name.
 
-    Names: ``griffin-lim``; ``soundstream-onnx`` needs ``path``.
+    Names: ``griffin-lim``; ``soundstream-onnx`` needs ``path``; ``vocoder`` (a neural inverter
+    trained here, ``vocoder.py``) needs ``path``, its folder. A name that is none of these may be a
+    vocoder folder: a path, or a folder of the repository's ``weights/``.
     """
     if isinstance(spec, str):
         spec = {"type": spec}
     kind = spec.get("type", "griffin-lim")
+    if kind not in ("griffin-lim", "soundstream-onnx", "vocoder"):
+        from .weights import BUNDLED_DIR
+
+        for folder in (Path(kind), BUNDLED_DIR / kind):
+            if (folder / "vocoder.json").is_file():
+                spec, kind = {"type": "vocoder", "path": str(folder)}, "vocoder"
+                break
+    if kind == "vocoder":
+        from .vocoder import NeuralInverter, load_vocoder
+
+        if "path" not in spec:
+            raise InverterError("a vocoder inverter needs the folder of its weights")
+        return NeuralInverter(load_vocoder(spec["path"]), device=device)
     if kind == "griffin-lim":
         return GriffinLim(iters=int(spec.get("iters", 32)))
     if kind == "soundstream-onnx":
         if "path" not in spec:
             raise InverterError("this model has no SoundStream inverter file; use griffin-lim")
         return OnnxInverter(spec["path"], device=device)
-    raise InverterError(f"unknown inverter {kind!r}; choose griffin-lim or soundstream-onnx")
+    raise InverterError(
+        f"unknown inverter {kind!r}; choose griffin-lim, soundstream-onnx or a vocoder folder"
+    )
 
 
 def read_mel_file(path: str | Path) -> torch.Tensor:

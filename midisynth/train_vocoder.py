@@ -1,0 +1,285 @@
+"""Training the neural inverter (``vocoder.py``) on the CPU.
+
+    python -m midisynth.train_vocoder build AUDIO_DIR --procedural 200 [--midi NAME=DIR[:MAX]] \\
+        --soundfont A.sf2 --soundfont B.sf2
+    python -m midisynth.train_vocoder train AUDIO_DIR --out weights/vocoder-s [--resume DIR] \\
+        [--max-minutes 60]
+
+``build`` synthesizes pieces with FluidSynth (as the model's cache, ``data.py``) and keeps the
+audio (16 kHz mono, float16, ≤ 60 s per piece) in ``audio-*.npz`` shards; a stable 4 % of the
+pieces (by name) go to ``val-*.npz``. ``train`` draws random 1.28 s crops, computes their log-mel
+with the front end (``audio.log_mel``), inverts it and scores the audio against the crop: L1 of log
+magnitudes and spectral convergence at three STFT resolutions, plus L1 between the output's
+log-mel and the input's. AdamW with EMA weights, checkpoints every few minutes (the EMA model;
+``train_state.safetensors`` with raw weights + optimizer moments beside it, never committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import audio, data
+from .vocoder import Vocoder, VocoderConfig, load_vocoder, save_vocoder
+
+CROP_FRAMES = 64  # 1.28 s
+RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # (n_fft, hop) of the STFT losses
+MAX_PIECE_SECONDS = 60.0
+
+
+# ---- Audio set ----------------------------------------------------------------------------------
+
+
+def _synth_piece(job: data.Job) -> tuple[str, np.ndarray]:
+    torch.set_num_threads(1)
+    seed = int(hashlib.sha1(job.name.encode()).hexdigest()[:8], 16)
+    rng = np.random.default_rng([job.seed, seed])
+    if job.midi is not None:
+        notes = data.randomize_programs(data.read_midi(job.midi).notes, rng, job.keep_programs)
+        notes = [n for n in notes if n.start < MAX_PIECE_SECONDS]
+    else:
+        notes = data.procedural_piece(rng, float(rng.uniform(15, 45)))
+    duration = min(max(n.end for n in notes), MAX_PIECE_SECONDS) + data.TAIL_SECONDS
+    wave, _ = data.synthesize(notes, duration, job.soundfont)
+    return job.name, wave
+
+
+def build_audio_set(jobs: Sequence[data.Job], out: Path, workers: int = 2, log=print) -> dict:
+    """Synthesize ``jobs`` into ``out``/audio-00000.npz and val-00000.npz; returns the index."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    out.mkdir(parents=True, exist_ok=True)
+    split: dict[str, list[tuple[str, np.ndarray]]] = {"audio": [], "val": []}
+    failed = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for job, fut in [(j, pool.submit(_synth_piece, j)) for j in jobs]:
+            try:
+                name, wave = fut.result()
+            except Exception as e:  # noqa: BLE001 - a bad piece must not stop the set
+                failed.append(f"{job.name}: {str(e).splitlines()[0] if str(e) else e}")
+                continue
+            split["val" if data.is_validation(name, 0.04) else "audio"].append((name, wave))
+    if not split["val"] and len(split["audio"]) > 1:
+        split["val"].append(split["audio"].pop())
+    for key, items in split.items():
+        np.savez(
+            out / f"{key}-00000.npz",
+            **{f"a{i}": w.astype(np.float16) for i, (_, w) in enumerate(items)},
+            names=np.array([n for n, _ in items]),
+        )
+    index = {
+        "pieces": {k: len(v) for k, v in split.items()},
+        "hours": {
+            k: sum(len(w) for _, w in v) / audio.SAMPLE_RATE / 3600 for k, v in split.items()
+        },
+        "failed": failed,
+    }
+    (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    log(f"[vocoder data] {index['pieces']} pieces, {index['hours']} h, {len(failed)} failed")
+    return index
+
+
+def load_audio_set(folder: Path, split: str = "audio") -> list[np.ndarray]:
+    with np.load(folder / f"{split}-00000.npz") as z:
+        return [z[k].astype(np.float32) for k in z.files if k != "names"]
+
+
+# ---- Loss ---------------------------------------------------------------------------------------
+
+
+def stft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Multi-resolution STFT loss (log-magnitude L1 + spectral convergence), averaged: scalar."""
+    total = pred.new_zeros(())
+    for n_fft, hop in RESOLUTIONS:
+        win = torch.hann_window(n_fft, device=pred.device)
+        sp = torch.stft(pred, n_fft, hop, window=win, return_complex=True).abs()
+        st = torch.stft(target, n_fft, hop, window=win, return_complex=True).abs()
+        total = total + (torch.log(sp + 1e-5) - torch.log(st + 1e-5)).abs().mean()
+        total = total + torch.linalg.norm(st - sp) / torch.linalg.norm(st).clamp_min(1e-5)
+    return total / len(RESOLUTIONS)
+
+
+def mel_loss(pred: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+    """L1 between the output's log-mel and the input log-mel (B, T, 128)."""
+    return (audio.log_mel(pred, compute_dtype=torch.float32)[:, : mel.shape[1]] - mel).abs().mean()
+
+
+# ---- Training -----------------------------------------------------------------------------------
+
+
+@dataclass
+class VocoderTrainConfig:
+    data: str = "vocoder-audio"
+    out: str = "runs/vocoder"
+    resume: str | None = None
+    batch_size: int = 16
+    lr: float = 1e-3
+    steps: int = 1_000_000
+    max_minutes: float | None = 60.0
+    ema_decay: float = 0.999
+    mel_weight: float = 1.0
+    checkpoint_minutes: float = 5.0
+    log_every: int = 25
+    seed: int = 0
+    threads: int | None = None
+
+
+def _crops(pieces: list[np.ndarray], rng: np.random.Generator, n: int) -> torch.Tensor:
+    size = CROP_FRAMES * audio.HOP
+    out = np.zeros((n, size), np.float32)
+    lengths = np.array([len(p) for p in pieces], np.float64)
+    for i, k in enumerate(rng.choice(len(pieces), n, p=lengths / lengths.sum())):
+        p = pieces[k]
+        start = int(rng.integers(0, max(1, len(p) - size)))
+        seg = p[start : start + size]
+        out[i, : len(seg)] = seg
+    return torch.from_numpy(out)
+
+
+def crop_mels(wave: torch.Tensor) -> torch.Tensor:
+    """Log-mel (B, CROP_FRAMES, 128) of crops (B, CROP_FRAMES·320), as the model would make."""
+    return audio.log_mel(wave, compute_dtype=torch.float32)[:, :CROP_FRAMES]
+
+
+def train(cfg: VocoderTrainConfig, log=print) -> Path:
+    t0 = time.time()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    folder = Path(cfg.data)
+    pieces, val = load_audio_set(folder), load_audio_set(folder, "val")
+    model = load_vocoder(cfg.resume) if cfg.resume else Vocoder(VocoderConfig())
+    model.train().requires_grad_(True)
+    ema = Vocoder(model.config)
+    ema.load_state_dict(model.state_dict())
+    ema.eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
+    out = Path(cfg.out)
+    state_file = Path(cfg.resume or out) / "train_state.safetensors"
+    step0 = 0
+    if cfg.resume and state_file.is_file():
+        from safetensors.torch import load_file
+
+        st = load_file(str(state_file))
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(st[f"raw.{n}"])
+        for n, p in params.items():
+            opt.state[p] = {
+                "step": st[f"step.{n}"][0],
+                "exp_avg": st[f"m.{n}"],
+                "exp_avg_sq": st[f"v.{n}"],
+            }
+    if cfg.resume:
+        step0 = int(json.loads((Path(cfg.resume) / "vocoder.json").read_text()).get("steps", 0))
+    rng = np.random.default_rng(cfg.seed + step0)
+    val_wave = _crops(val, np.random.default_rng(1234), 16)
+    val_mel = crop_mels(val_wave)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"[vocoder] {n_params / 1e6:.2f} M params, {len(pieces)} pieces, resumed from {cfg.resume}")
+    history: list[dict] = []
+
+    def save(step: int) -> None:
+        from safetensors.torch import save_file
+
+        with torch.no_grad():
+            pred = ema(val_mel)
+            v = {"stft": float(stft_loss(pred, val_wave)), "mel": float(mel_loss(pred, val_mel))}
+        history.append({"step": step0 + step, "minutes": round((time.time() - t0) / 60, 1), **v})
+        save_vocoder(ema, out, {"steps": step0 + step, "val": history, "train": asdict(cfg)})
+        names = {p: n for n, p in model.named_parameters()}
+        st = {f"raw.{n}": p.detach().contiguous() for n, p in model.named_parameters()}
+        for p, s in opt.state.items():
+            st[f"m.{names[p]}"], st[f"v.{names[p]}"] = s["exp_avg"], s["exp_avg_sq"]
+            st[f"step.{names[p]}"] = torch.as_tensor(s["step"], dtype=torch.float32).reshape(1)
+        save_file(st, str(out / "train_state.safetensors"))
+        log(f"[vocoder] saved at step {step0 + step}: val {v}")
+
+    ema_p, model_p = list(ema.parameters()), list(model.parameters())
+    last, step, acc = time.time(), 0, []
+    while step < cfg.steps:
+        minutes = (time.time() - t0) / 60
+        if cfg.max_minutes is not None and minutes > cfg.max_minutes:
+            break
+        frac = min(1.0, minutes / cfg.max_minutes) if cfg.max_minutes else 0.0
+        for g in opt.param_groups:
+            g["lr"] = (
+                cfg.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
+            )
+        wave = _crops(pieces, rng, cfg.batch_size)
+        mel = crop_mels(wave)
+        pred = model(mel)
+        loss = stft_loss(pred, wave) + cfg.mel_weight * mel_loss(pred, mel)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_p, model_p, 1 - min(cfg.ema_decay, (1 + step) / (10 + step)))
+        acc.append(float(loss.detach()))
+        if step % cfg.log_every == 0:
+            log(f"[vocoder] step {step0 + step} loss {np.mean(acc):.4f}")
+            acc = []
+        if time.time() - last > cfg.checkpoint_minutes * 60:
+            save(step)
+            last = time.time()
+    save(step)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m midisynth.train_vocoder")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="synthesize the training audio")
+    b.add_argument("out", type=Path)
+    b.add_argument("--midi", action="append", default=[], metavar="NAME=DIR[:MAX]")
+    b.add_argument("--procedural", type=int, default=0)
+    b.add_argument("--soundfont", action="append", default=[])
+    b.add_argument("--workers", type=int, default=2)
+    t = sub.add_parser("train", help="train (or continue) a vocoder")
+    t.add_argument("data")
+    for name in ("out", "resume"):
+        t.add_argument(f"--{name}", default=getattr(VocoderTrainConfig, name, None))
+    t.add_argument("--max-minutes", type=float, default=60.0)
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args(argv)
+    if args.cmd == "build":
+        fonts = [str(data.find_soundfont(f)) for f in (args.soundfont or [None])]
+        jobs: list[data.Job] = []
+        for spec in args.midi:
+            name, _, rest = spec.partition("=")
+            folder, _, limit = rest.partition(":")
+            jobs += data.midi_jobs(name, folder, max_files=int(limit) if limit else None)
+        jobs += [
+            data.Job(f"procedural/{i:05d}", "procedural", seed=i) for i in range(args.procedural)
+        ]
+        jobs = [dataclasses.replace(j, soundfont=data.pick_soundfont(j.name, fonts)) for j in jobs]
+        build_audio_set(jobs, args.out, args.workers)
+        return 0
+    cfg = VocoderTrainConfig(
+        data=args.data,
+        out=args.out,
+        resume=args.resume,
+        max_minutes=args.max_minutes,
+        threads=args.threads,
+        batch_size=args.batch_size,
+    )
+    print(train(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The neural inverter: shapes, the STFT framing, checkpoints, a training smoke run, use in render."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from midisynth import audio, inverter, train_vocoder
+from midisynth.vocoder import Vocoder, VocoderConfig, istft_batch, load_vocoder, save_vocoder
+
+SMALL = VocoderConfig(d_model=32, layers=2)
+
+
+def test_istft_batch_matches_the_inverter_istft():
+    x = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
+    spec = torch.stack([inverter.stft(r) for r in x])
+    y = istft_batch(spec)
+    assert y.shape == (2, spec.shape[1] * audio.HOP)
+    assert torch.allclose(y[0], inverter.istft(spec[0]), atol=1e-5)
+    assert torch.allclose(y[:, 200:7900], x[:, 200:7900], atol=1e-4)
+
+
+def test_forward_length_and_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = Vocoder(SMALL)
+    mel = torch.full((1, 40, 128), -3.0)
+    assert model(mel).shape == (1, 40 * audio.HOP)
+    save_vocoder(model, tmp_path / "v")
+    again = load_vocoder(tmp_path / "v")
+    assert torch.equal(again(mel), model.eval()(mel))
+    (tmp_path / "v" / "vocoder.safetensors").write_bytes(b"broken")
+    with pytest.raises(inverter.InverterError, match="not a usable vocoder"):
+        load_vocoder(tmp_path / "v")
+
+
+def _audio_set(folder, n=3, seconds=3.0):
+    t = np.arange(int(seconds * audio.SAMPLE_RATE)) / audio.SAMPLE_RATE
+    waves = {
+        f"a{i}": (0.2 * np.sin(2 * np.pi * 220 * (i + 1) * t)).astype(np.float16) for i in range(n)
+    }
+    folder.mkdir()
+    for split in ("audio", "val"):
+        np.savez(folder / f"{split}-00000.npz", **waves, names=np.array(list(waves)))
+    return folder
+
+
+def test_training_smoke_and_resume(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_vocoder, "VocoderConfig", lambda: SMALL)
+    data = _audio_set(tmp_path / "data")
+    cfg = train_vocoder.VocoderTrainConfig(
+        data=str(data), out=str(tmp_path / "v"), steps=3, batch_size=2, max_minutes=None, threads=1
+    )
+    out = train_vocoder.train(cfg, log=lambda *_: None)
+    meta = json.loads((out / "vocoder.json").read_text())
+    assert meta["steps"] == 3 and {"stft", "mel"} <= set(meta["val"][-1])
+    again = train_vocoder.train(
+        train_vocoder.VocoderTrainConfig(
+            data=str(data),
+            out=str(tmp_path / "v2"),
+            resume=str(out),
+            steps=2,
+            batch_size=2,
+            max_minutes=None,
+            threads=1,
+        ),
+        log=lambda *_: None,
+    )
+    assert json.loads((again / "vocoder.json").read_text())["steps"] == 5
+
+
+def test_a_vocoder_folder_is_an_inverter(tmp_path):
+    save_vocoder(Vocoder(SMALL), tmp_path / "voc")
+    inv = inverter.load_inverter(str(tmp_path / "voc"))
+    out = inverter.StreamingInverter(inv).push(torch.full((300, 128), -4.0))
+    assert torch.isfinite(out).all() and out.numel() == 300 * audio.HOP - 4 * audio.HOP
