@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_data import SONG, additive, make_midi
+from helpers import SONG, additive, make_midi
 
 from midisynth import audio, data, train, weights
 from midisynth.render import RenderOptions, render
