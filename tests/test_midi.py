@@ -433,6 +433,7 @@ def test_note_parity_on_a_corpus_sample(shared_midi: Path) -> None:
 
 
 def test_fast_parser_agrees_with_mido_on_a_corpus_sample(shared_midi: Path) -> None:
+    answered = 0
     for rel in _sample(shared_midi):
         data = (shared_midi / rel).read_bytes()
         try:
@@ -440,6 +441,10 @@ def test_fast_parser_agrees_with_mido_on_a_corpus_sample(shared_midi: Path) -> N
         except MidiError:  # refused on its header, before any track is read
             continue
         assert fast is None or fast == slow, rel
+        answered += fast is not None
+    # The fast parser must actually answer (45 of the 49 readable sampled files when written);
+    # a parser that always defers to mido would pass the comparison above vacuously.
+    assert answered >= 40
 
 
 @pytest.mark.slow
@@ -449,12 +454,15 @@ def test_note_parity_on_the_whole_corpus(shared_midi: Path) -> None:
 
 @pytest.mark.slow
 def test_fast_parser_agrees_with_mido_on_the_whole_corpus(shared_midi: Path) -> None:
+    answered = total = 0
     for rel in _corpus(shared_midi):
         try:
             fast, slow = _fast_and_mido((shared_midi / rel).read_bytes())
         except MidiError:
             continue
         assert fast is None or fast == slow, rel
+        answered, total = answered + (fast is not None), total + 1
+    assert answered >= 0.8 * total
 
 
 def test_format_2_reads_as_format_1_with_a_warning():
