@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from midisynth import audio, data, weights
-from midisynth.evaluate import chroma_accuracy, onset_f1
+from midisynth.metrics import chroma_accuracy, onset_f1
 from midisynth.midi import Score, read_midi
 from midisynth.model import SpectrogramDiffusion
 from midisynth.render import RenderOptions, render

@@ -466,3 +466,16 @@ def _apply_sustain(notes: list[list], pedal: list[tuple[float, int, int]], total
             n[1] = time
             total = time
     return total
+
+
+def truncate_score(score: Score, seconds: float) -> Score:
+    """The first ``seconds`` of a score: notes starting before it, their ends cut there.
+    MidiError when no note starts in that span."""
+    import dataclasses
+
+    notes = [
+        dataclasses.replace(n, end=min(n.end, seconds)) for n in score.notes if n.start < seconds
+    ]
+    if not notes:
+        raise MidiError(f"no notes start in the first {seconds:g} s")
+    return dataclasses.replace(score, notes=notes, total_time=seconds)

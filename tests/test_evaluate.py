@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from midisynth import evaluate as ev
-from midisynth.midi import Note
+from midisynth import metrics
+from midisynth.midi import MidiError, Note, truncate_score
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL_MUSIC = FIXTURES / "real_music.flac"
@@ -47,22 +48,22 @@ def write_fixture_midi(path: Path) -> Path:
 def test_mel_l1_identical_is_zero_and_gain_is_log_gain():
     rng = np.random.default_rng(0)
     mel = rng.uniform(-5, 2, (40, 128)).astype(np.float32)
-    assert ev.mel_l1(mel, mel) == 0.0
-    assert ev.mel_l1(mel, mel + math.log(2)) == pytest.approx(math.log(2), abs=1e-6)
+    assert metrics.mel_l1(mel, mel) == 0.0
+    assert metrics.mel_l1(mel, mel + math.log(2)) == pytest.approx(math.log(2), abs=1e-6)
 
 
 def test_mel_l1_trims_to_the_shorter():
     a = np.zeros((10, 128))
     b = np.concatenate([np.ones((4, 128)), np.full((20, 128), 7.0)])  # only 10 frames compared
-    assert ev.mel_l1(a, b) == pytest.approx((4 * 1 + 6 * 7) / 10)
+    assert metrics.mel_l1(a, b) == pytest.approx((4 * 1 + 6 * 7) / 10)
 
 
 def test_log_spectral_distance_of_a_gain_is_its_decibels():
     x = np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1
-    assert ev.log_spectral_distance(x, x) == 0.0
+    assert metrics.log_spectral_distance(x, x) == 0.0
     # Doubling the amplitude raises every bin's power by 20·log10(2) dB (all far above the floor).
-    assert ev.log_spectral_distance(x, 2 * x) == pytest.approx(20 * math.log10(2), abs=1e-6)
-    assert ev.log_spectral_distance(x, np.concatenate([2 * x, x])) == pytest.approx(
+    assert metrics.log_spectral_distance(x, 2 * x) == pytest.approx(20 * math.log10(2), abs=1e-6)
+    assert metrics.log_spectral_distance(x, np.concatenate([2 * x, x])) == pytest.approx(
         20 * math.log10(2), abs=1e-6
     )
 
@@ -72,38 +73,45 @@ def test_log_spectral_distance_of_a_gain_is_its_decibels():
 
 def test_frechet_distance_identical_sets_is_zero():
     x = np.random.default_rng(2).standard_normal((300, 16))
-    assert ev.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
+    assert metrics.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
     few = x[:5]  # fewer samples than dimensions: singular covariance, still ~0
-    assert ev.frechet_distance(few, few) == pytest.approx(0.0, abs=1e-8)
+    assert metrics.frechet_distance(few, few) == pytest.approx(0.0, abs=1e-8)
 
 
 def test_frechet_distance_hand_computed():
     # 1-D: (μx − μy)² + (σx − σy)², sample variance (ddof 1).
-    assert ev.frechet_distance([[0.0], [2.0]], [[3.0], [5.0]]) == pytest.approx(9.0)  # means 1, 4
-    assert ev.frechet_distance([[-1.0], [1.0]], [[-2.0], [2.0]]) == pytest.approx(2.0)  # var 2, 8
+    assert metrics.frechet_distance([[0.0], [2.0]], [[3.0], [5.0]]) == pytest.approx(
+        9.0
+    )  # means 1, 4
+    assert metrics.frechet_distance([[-1.0], [1.0]], [[-2.0], [2.0]]) == pytest.approx(
+        2.0
+    )  # var 2, 8
     # A translated set: only the mean term remains.
     x = np.random.default_rng(3).standard_normal((50, 4))
     shift = np.array([1.0, -2.0, 0.5, 0.0])
-    assert ev.frechet_distance(x, x + shift) == pytest.approx(float(shift @ shift), abs=1e-8)
+    assert metrics.frechet_distance(x, x + shift) == pytest.approx(float(shift @ shift), abs=1e-8)
     # One embedding per set: zero covariances, squared distance of the points.
-    assert ev.frechet_distance([[0.0, 0.0]], [[3.0, 4.0]]) == pytest.approx(25.0)
+    assert metrics.frechet_distance([[0.0, 0.0]], [[3.0, 4.0]]) == pytest.approx(25.0)
 
 
 def test_frechet_distance_rejects_mismatched_sets():
     with pytest.raises(ValueError):
-        ev.frechet_distance(np.zeros((3, 2)), np.zeros((3, 3)))
+        metrics.frechet_distance(np.zeros((3, 2)), np.zeros((3, 3)))
 
 
 def test_mel_stats_embedding():
     mel = np.zeros((100, 128))
     mel[:50] = 1.0
-    emb = ev.mel_stats_embedding(mel)  # windows of 50 frames at 0, 25, 50
+    emb = metrics.mel_stats_embedding(mel)  # windows of 50 frames at 0, 25, 50
     assert emb.shape == (3, 256)
     np.testing.assert_allclose(emb[0, :128], 1.0)
     np.testing.assert_allclose(emb[0, 128:], 0.0)
     np.testing.assert_allclose(emb[1, :128], 0.5)
     np.testing.assert_allclose(emb[1, 128:], 0.5)
-    assert ev.mel_stats_embedding(np.zeros((7, 128))).shape == (1, 256)  # shorter than a window
+    assert metrics.mel_stats_embedding(np.zeros((7, 128))).shape == (
+        1,
+        256,
+    )  # shorter than a window
 
 
 # ---- transcription F1 -----------------------------------------------------------------------
@@ -115,31 +123,31 @@ def test_note_array_drops_drums():
         Note(0.0, 0.1, 36, 100, 0, True, 1),
         Note(0.5, 1.0, 64, 90, 0, False, 0),
     ]
-    np.testing.assert_array_equal(ev.note_array(notes), [[0.0, 0.5, 60], [0.5, 1.0, 64]])
-    assert ev.note_array([]).shape == (0, 3)
+    np.testing.assert_array_equal(metrics.note_array(notes), [[0.0, 0.5, 60], [0.5, 1.0, 64]])
+    assert metrics.note_array([]).shape == (0, 3)
 
 
 def test_note_f1_hand_computed():
     pytest.importorskip("mir_eval")
     ref = np.array([[0.0, 0.5, 60], [0.5, 1.0, 64], [1.0, 2.0, 67], [2.0, 2.5, 72]])
-    assert ev.note_f1(ref, ref)["f1"] == 1.0
-    assert ev.note_f1(ref, ref, offset=True)["f1"] == 1.0
+    assert metrics.note_f1(ref, ref)["f1"] == 1.0
+    assert metrics.note_f1(ref, ref, offset=True)["f1"] == 1.0
     wrong = ref.copy()
     wrong[:2, 2] += 1  # two of four pitches a semitone off
-    assert ev.note_f1(ref, wrong) == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
+    assert metrics.note_f1(ref, wrong) == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
     late = ref + [0.08, 0.08, 0]  # 80 ms late: outside 50 ms, inside 100 ms
-    assert ev.note_f1(ref, late, onset_tolerance=0.05)["f1"] == 0.0
-    assert ev.note_f1(ref, late, onset_tolerance=0.1)["f1"] == 1.0
+    assert metrics.note_f1(ref, late, onset_tolerance=0.05)["f1"] == 0.0
+    assert metrics.note_f1(ref, late, onset_tolerance=0.1)["f1"] == 1.0
     long = ref + [0.0, 1.0, 0]  # offsets 1 s late: onset-only matches, onset+offset does not
-    assert ev.note_f1(ref, long)["f1"] == 1.0
-    assert ev.note_f1(ref, long, offset=True)["f1"] == 0.0
+    assert metrics.note_f1(ref, long)["f1"] == 1.0
+    assert metrics.note_f1(ref, long, offset=True)["f1"] == 0.0
     half = ref[:2]  # precision 1, recall 0.5 → F1 2/3
-    assert ev.note_f1(ref, half)["f1"] == pytest.approx(2 / 3)
-    assert ev.note_f1(ref, np.zeros((0, 3)))["f1"] == 0.0
-    assert math.isnan(ev.note_f1(np.zeros((0, 3)), ref)["f1"])
+    assert metrics.note_f1(ref, half)["f1"] == pytest.approx(2 / 3)
+    assert metrics.note_f1(ref, np.zeros((0, 3)))["f1"] == 0.0
+    assert math.isnan(metrics.note_f1(np.zeros((0, 3)), ref)["f1"])
     zero_length = np.array([[1.0, 1.0, 60]])  # allowed in MIDI, not by mir_eval: widened
-    assert ev.note_f1(zero_length, zero_length)["f1"] == 1.0
-    scores = ev.transcription_scores(ref, late)
+    assert metrics.note_f1(zero_length, zero_length)["f1"] == 1.0
+    scores = metrics.transcription_scores(ref, late)
     assert scores == {
         "f1_onset_50": 0.0,
         "f1_onoff_50": 0.0,
@@ -152,7 +160,7 @@ def test_missing_package_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "mir_eval", None)  # makes `import mir_eval` fail
     monkeypatch.setitem(sys.modules, "mir_eval.transcription", None)
     with pytest.raises(ev.EvalDependencyError, match=r"pip install 'midisynth\[eval\]'"):
-        ev.note_f1(np.zeros((1, 3)), np.zeros((1, 3)))
+        metrics.note_f1(np.zeros((1, 3)), np.zeros((1, 3)))
     with pytest.raises(ev.EvalDependencyError, match="basic-pitch==0.4.0"):
         ev.check_dependencies(transcription=True, embeddings=(), plots=False)
 
@@ -294,11 +302,11 @@ def test_truncate_score_and_max_seconds(tiny, tmp_path):
 
     midi = write_fixture_midi(tmp_path / "phrase.mid")
     score = read_midi(midi)
-    cut = ev.truncate_score(score, 1.5)
+    cut = truncate_score(score, 1.5)
     assert cut.total_time == 1.5 and 0 < len(cut.notes) < len(score.notes)
     assert all(n.start < 1.5 and n.end <= 1.5 for n in cut.notes)
-    with pytest.raises(ev.EvalError, match="no notes start"):
-        ev.truncate_score(score, 0.0)
+    with pytest.raises(MidiError, match="no notes start"):
+        truncate_score(score, 0.0)
     report = ev.evaluate(
         tiny,
         [midi],
@@ -325,11 +333,11 @@ def test_chroma_accuracy_and_onset_f1_on_synthetic_tones():
             0.3 * np.sin(2 * np.pi * f * t) * np.exp(-3 * t)
         )
         notes.append(Note(0.5 + i, 1.5 + i, pitch, 100, 0, False, 0))
-    acc, chance = ev.chroma_accuracy(wave, notes)
+    acc, chance = metrics.chroma_accuracy(wave, notes)
     assert acc > 0.9 and chance == pytest.approx(1 / 12)
     shifted = [Note(n.start, n.end, n.pitch + 1, 100, 0, False, 0) for n in notes]
-    assert ev.chroma_accuracy(wave, shifted)[0] < 0.1  # a semitone off is wrong
+    assert metrics.chroma_accuracy(wave, shifted)[0] < 0.1  # a semitone off is wrong
     mel = audio.log_mel(torch.from_numpy(wave)).numpy()
-    assert ev.onset_f1(mel, notes) >= 0.8  # every onset found (a release may add a peak)
+    assert metrics.onset_f1(mel, notes) >= 0.8  # every onset found (a release may add a peak)
     late = [Note(n.start + 0.3, n.end, n.pitch, 100, 0, False, 0) for n in notes]
-    assert ev.onset_f1(mel, late) == 0.0
+    assert metrics.onset_f1(mel, late) == 0.0
