@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midisynth import audio, data, weights
+from midisynth import audio, data, synth, weights
 from midisynth.metrics import chroma_accuracy, onset_f1
 from midisynth.midi import Score, read_midi
 from midisynth.model import SpectrogramDiffusion
@@ -126,7 +126,7 @@ def main() -> None:
         follow[name], chance = chroma_accuracy(res.audio, score.notes)
         onsets[name] = onset_f1(res.mel, score.notes)
     with __import__("contextlib").suppress(FileNotFoundError):
-        wave, _ = data.synthesize(score.notes, score.total_time + 1.0)
+        wave, _ = synth.synthesize(score.notes, score.total_time + 1.0)
         follow["fluidsynth_reference"], _ = chroma_accuracy(wave, score.notes)
         onsets["fluidsynth_reference"] = onset_f1(data.mel_of(wave).astype(np.float32), score.notes)
     follow["chance"] = chance

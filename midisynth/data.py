@@ -25,11 +25,7 @@ Audio sources
     rate or channel count (it is mixed to mono and resampled to 16 kHz). Programs are those of the
     MIDI file, so they must describe the recorded instruments.
 (b) MIDI files synthesized with a General-MIDI SoundFont by the FluidSynth command-line program.
-    Why FluidSynth and not ``tinysoundfont`` (pip): FluidSynth is the reference SF2 implementation
-    (all SF2 modulators incl. velocity-to-filter, exclusive classes for hi-hats, GM drum kits), is
-    packaged by every Linux distribution with the FluidR3_GM SoundFont, renders 16 kHz at ~100×
-    real time, and running it as a subprocess gives a hard timeout. It is a training-time tool
-    only: nothing at render time needs it, and tests skip the synth path when it is absent.
+    (``synth.py``: FluidSynth, and why.)
     Each piece is re-written as a plain MIDI file from its notes (sustain pedal already applied,
     programs possibly randomized, every channel closed with All-Notes-Off/All-Sound-Off at the
     piece end + 1 s), so the audio matches the tokens exactly and has a bounded length.
@@ -56,9 +52,7 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -73,18 +67,22 @@ import torch
 from . import audio, tokens
 from .midi import MidiError, Note, read_midi
 from .programs import ProgramMap, get_program_map
+from .synth import (
+    FLUIDSYNTH_GAIN,
+    find_soundfont,
+    pick_soundfont,
+    procedural_piece,
+    randomize_programs,
+    synthesize,
+)
 
 # ---- Data constants -------------------------------------------------------------------------------
 SEG = audio.SEGMENT_FRAMES  # 256 frames per target (and per context)
 TAIL_SECONDS = 1.0  # audio kept after the last note-off (= RenderOptions.tail)
 CFG_DROP_PROB = 0.1  # classifier-free-guidance dropout (spec §5.1)
 NOTE_COLUMNS = ("start", "end", "pitch", "velocity", "program", "is_drum")
-RANDOM_PROGRAMS = np.arange(112)  # GM 0..111: no percussive (112-119) or sound-effect programs
-DEBIAN_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
-FLUIDSYNTH_GAIN = 0.4  # master gain; float WAV output, so loud passages are not clipped
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
 MIDI_EXTS = (".mid", ".midi")
-_TICKS_PER_SECOND = 1920  # written MIDI: 960 ticks per beat at 120 qpm (0.52 ms resolution)
 
 
 # ---- Notes as arrays ------------------------------------------------------------------------------
@@ -112,267 +110,6 @@ def array_to_notes(arr: np.ndarray, offset: float = 0.0) -> list[Note]:
             )
         )
     return out
-
-
-# ---- Synthesis ------------------------------------------------------------------------------------
-
-
-def find_soundfont(path: str | os.PathLike | None = None) -> Path:
-    """The SoundFont to synthesize with: ``path``, else $MIDISYNTH_SOUNDFONT, else the Debian one."""
-    for cand in (path, os.environ.get("MIDISYNTH_SOUNDFONT"), DEBIAN_SOUNDFONT):
-        if cand and Path(cand).is_file():
-            return Path(cand)
-        if cand and cand is not DEBIAN_SOUNDFONT:
-            raise FileNotFoundError(f"SoundFont not found: {cand}")
-    raise FileNotFoundError(
-        "no General-MIDI SoundFont: pass one, set MIDISYNTH_SOUNDFONT, or "
-        "`apt install fluid-soundfont-gm` (installs /usr/share/sounds/sf2/FluidR3_GM.sf2)"
-    )
-
-
-def find_fluidsynth() -> str:
-    exe = shutil.which("fluidsynth")
-    if exe is None:
-        raise FileNotFoundError("the fluidsynth program is needed: `apt install fluidsynth`")
-    return exe
-
-
-def assign_channels(notes: Sequence[Note]) -> tuple[list[Note], list[int]]:
-    """Give each instrument a MIDI channel; returns (notes as they will sound, channel per note).
-
-    Drums go to channel 9. Pitched instruments (by ``Note.instrument``, largest first) get the 15
-    other channels; beyond 15, an instrument shares the channel of its program if there is one,
-    else the least-used channel, taking over that channel's program (the returned notes say so).
-    """
-    free = [c for c in range(16) if c != 9]
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, n in enumerate(notes):
-        if not n.is_drum:
-            groups.setdefault((n.instrument, n.program), []).append(i)
-    chan_prog: dict[int, int] = {}
-    use: dict[int, int] = {}
-    out, chans = list(notes), [9] * len(notes)
-    for (_, prog), idx in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        same = [c for c, p in chan_prog.items() if p == prog]
-        if free:
-            ch = free.pop(0)
-            chan_prog[ch], use[ch] = prog, 0
-        else:
-            ch = same[0] if same else min(use, key=use.get)
-        use[ch] += len(idx)
-        for i in idx:
-            chans[i] = ch
-            if notes[i].program != chan_prog[ch]:
-                n = notes[i]
-                out[i] = Note(
-                    n.start, n.end, n.pitch, n.velocity, chan_prog[ch], False, n.instrument
-                )
-    return out, chans
-
-
-def write_midi(notes: Sequence[Note], path: str | os.PathLike, end_time: float) -> list[Note]:
-    """Write notes as a format-0 MIDI file (120 qpm) that ends at ``end_time`` seconds.
-
-    Every used channel gets All-Notes-Off and All-Sound-Off at ``end_time``, so no synthesizer can
-    ring on past it. Returns the notes as written (programs folded when > 15 instruments).
-    """
-    import mido
-
-    notes, chans = assign_channels(notes)
-    end_tick = max(1, round(end_time * _TICKS_PER_SECOND))
-    ev: list[tuple[int, int, mido.Message]] = []  # (tick, order, message); order: off < on
-    progs = {c: n.program for n, c in zip(notes, chans, strict=True) if c != 9}
-    for c, p in progs.items():
-        ev.append((0, 0, mido.Message("program_change", channel=c, program=p)))
-    for n, c in zip(notes, chans, strict=True):
-        a = min(round(n.start * _TICKS_PER_SECOND), end_tick - 1)
-        b = min(max(round(n.end * _TICKS_PER_SECOND), a + 1), end_tick)
-        ev.append((a, 2, mido.Message("note_on", channel=c, note=n.pitch, velocity=n.velocity)))
-        ev.append((b, 1, mido.Message("note_off", channel=c, note=n.pitch, velocity=0)))
-    for c in sorted(set(chans)):
-        for cc in (123, 120):  # All Notes Off, All Sound Off
-            ev.append((end_tick, 3, mido.Message("control_change", channel=c, control=cc)))
-    ev.sort(key=lambda e: (e[0], e[1]))
-    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000, time=0)])
-    now = 0
-    for tick, _, msg in ev:
-        track.append(msg.copy(time=tick - now))
-        now = tick
-    track.append(mido.MetaMessage("end_of_track", time=0))
-    mf = mido.MidiFile(type=0, ticks_per_beat=_TICKS_PER_SECOND // 2)
-    mf.tracks.append(track)
-    mf.save(os.fspath(path))
-    return notes
-
-
-def synthesize(
-    notes: Sequence[Note],
-    duration: float,
-    soundfont: str | os.PathLike | None = None,
-    *,
-    gain: float = FLUIDSYNTH_GAIN,
-    reverb: bool = False,
-    timeout: float | None = None,
-) -> tuple[np.ndarray, list[Note]]:
-    """Render notes with FluidSynth: (mono float32 audio [round(duration·16000)], notes as played).
-
-    Reverb and chorus are off by default (drier targets are easier for a small model). The
-    subprocess is killed after ``timeout`` seconds (default 60 + duration).
-    """
-    import soundfile as sf
-
-    exe, sf2 = find_fluidsynth(), find_soundfont(soundfont)
-    n_samples = round(duration * audio.SAMPLE_RATE)
-    with tempfile.TemporaryDirectory(prefix="midisynth-synth-") as tmp:
-        mid, wav = Path(tmp) / "in.mid", Path(tmp) / "out.wav"
-        played = write_midi(notes, mid, duration)
-        fx = [] if reverb else ["-R", "0", "-C", "0"]
-        cmd = [exe, "-ni", "-q", *fx, "-g", str(gain), "-r", str(audio.SAMPLE_RATE)]
-        cmd += ["-O", "float", "-T", "wav", "-F", str(wav), str(sf2), str(mid)]
-        subprocess.run(
-            cmd,
-            check=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=timeout if timeout is not None else 60 + duration,
-        )
-        data, sr = sf.read(wav, dtype="float32", always_2d=True)
-    mono = data.mean(axis=1)
-    if sr != audio.SAMPLE_RATE:  # fluidsynth honours -r; never expected
-        mono = audio.resample(torch.from_numpy(mono), sr, audio.SAMPLE_RATE).numpy()
-    out = np.zeros(n_samples, np.float32)
-    out[: min(n_samples, len(mono))] = mono[:n_samples]
-    return out, played
-
-
-def randomize_programs(
-    notes: Sequence[Note], rng: np.random.Generator, keep_prob: float = 0.3
-) -> list[Note]:
-    """With probability ``keep_prob`` the notes unchanged, else one random program per instrument."""
-    if rng.random() < keep_prob:
-        return list(notes)
-    new: dict[int, int] = {}
-    out = []
-    for n in notes:
-        if n.is_drum:
-            out.append(n)
-            continue
-        p = new.setdefault(n.instrument, int(rng.choice(RANDOM_PROGRAMS)))
-        out.append(Note(n.start, n.end, n.pitch, n.velocity, p, False, n.instrument))
-    return out
-
-
-# ---- Procedural pieces ----------------------------------------------------------------------------
-
-_SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
-_DRUM_KIT = {"kick": 36, "snare": 38, "hat": 42, "open": 46, "crash": 49, "ride": 51, "tom": 45}
-
-
-def procedural_piece(rng: np.random.Generator, seconds: float = 30.0) -> list[Note]:
-    """A random multi-instrument piece of about ``seconds`` s (chords, bass, melody, drums, ...)."""
-    beat = 60.0 / rng.uniform(70, 170)
-    n_beats = max(4, int(seconds / beat) // 4 * 4)
-    root = int(rng.integers(0, 12))
-    scale = np.array(_SCALES[str(rng.choice(list(_SCALES)))])
-    degrees = rng.choice(
-        [0, 3, 4, 5, 1, 2, 6], size=n_beats // 4 + 1, p=[0.3, 0.15, 0.2, 0.15, 0.1, 0.05, 0.05]
-    )
-    notes: list[Note] = []
-    inst = 0
-
-    def add(
-        start: float, length: float, pitch: int, vel: int, prog: int, drum: bool = False
-    ) -> None:
-        if 0 <= pitch <= 127 and length > 0:
-            v = int(np.clip(vel, 1, 127))
-            notes.append(Note(start, start + length, pitch, v, prog, drum, inst + 128 * drum))
-
-    def chord_pitches(bar: int, base: int) -> list[int]:
-        d = int(degrees[bar])
-        return [base + root + int(scale[(d + k) % 7]) + 12 * ((d + k) // 7) for k in (0, 2, 4)]
-
-    parts = rng.choice(
-        ["chords", "arp", "bass", "melody", "sweep", "pad"], size=rng.integers(1, 5), replace=False
-    )
-    for part in parts:
-        prog = int(rng.choice(RANDOM_PROGRAMS))
-        vel = int(rng.integers(50, 120))
-        for bar in range(n_beats // 4):
-            t0 = bar * 4 * beat
-            if part == "chords":
-                hits = [0, 2] if rng.random() < 0.5 else [0, 1, 2, 3]
-                for h in hits:
-                    for p in chord_pitches(bar, 48):
-                        add(
-                            t0 + h * beat,
-                            beat * rng.uniform(0.5, 1.0) * (4 / len(hits)) / 2,
-                            p,
-                            vel + rng.integers(-10, 10),
-                            prog,
-                        )
-            elif part == "pad":
-                for p in chord_pitches(bar, 60):
-                    add(t0, 4 * beat * rng.uniform(0.8, 1.0), p, vel, prog)
-            elif part == "arp":
-                ps = chord_pitches(bar, 60)
-                for k in range(8):
-                    add(
-                        t0 + k * beat / 2,
-                        beat / 2 * rng.uniform(0.6, 1.0),
-                        ps[k % 3] + 12 * (k // 6),
-                        vel + rng.integers(-15, 15),
-                        prog,
-                    )
-            elif part == "bass":
-                p = chord_pitches(bar, 36)[0]
-                for q in range(4):
-                    add(
-                        t0 + q * beat,
-                        beat * rng.uniform(0.4, 0.95),
-                        p + (7 if q == 2 and rng.random() < 0.4 else 0),
-                        vel,
-                        prog,
-                    )
-            elif part == "melody":
-                t = 0.0
-                while t < 4:
-                    dur = float(rng.choice([0.5, 1.0, 1.0, 1.5, 2.0]))
-                    if rng.random() < 0.85:
-                        deg = int(rng.integers(0, 10))
-                        p = 60 + root + int(scale[deg % 7]) + 12 * (deg // 7)
-                        add(
-                            t0 + t * beat,
-                            dur * beat * rng.uniform(0.7, 1.0),
-                            p,
-                            vel + rng.integers(-20, 20),
-                            prog,
-                        )
-                    t += dur
-            elif part == "sweep":  # isolated notes anywhere in the range: pitch ↔ spectrum
-                for q in range(int(rng.integers(1, 5))):
-                    add(
-                        t0 + q * beat,
-                        beat * rng.uniform(0.3, 2.0),
-                        int(rng.integers(24, 104)),
-                        int(rng.integers(20, 127)),
-                        prog,
-                    )
-        inst += 1
-    if rng.random() < 0.5 or not notes:
-        pattern = {
-            k: rng.random(16) < p
-            for k, p in (("kick", 0.3), ("snare", 0.2), ("hat", 0.6), ("tom", 0.05), ("open", 0.05))
-        }
-        pattern["kick"][0] = True
-        for bar in range(n_beats // 4):
-            t0 = bar * 4 * beat
-            if bar % 4 == 0 and rng.random() < 0.5:
-                add(t0, 0.2, _DRUM_KIT["crash"], 100, 0, True)
-            for k, hits in pattern.items():
-                for s in np.flatnonzero(hits):
-                    add(t0 + s * beat / 4, 0.1, _DRUM_KIT[k], int(rng.integers(60, 127)), 0, True)
-    return notes
 
 
 # ---- Cache ------------------------------------------------------------------------------------------
@@ -510,11 +247,6 @@ def load_cache(folder: str | os.PathLike, split: str = "train") -> list[Piece]:
     if not shards:
         raise FileNotFoundError(f"no {split}-*.npz shards in {folder}")
     return [p for s in shards for p in load_shard(s)]
-
-
-def pick_soundfont(name: str, fonts: Sequence[str | None]) -> str | None:
-    """One of ``fonts`` for the piece ``name``: stable (a hash of the name), evenly spread."""
-    return fonts[int(hashlib.sha1(b"sf:" + name.encode()).hexdigest()[:8], 16) % len(fonts)]
 
 
 def midi_jobs(

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import audio, data
+from . import audio, data, synth
+from .midi import read_midi
 from .vocoder import Vocoder, VocoderConfig, load_vocoder, save_vocoder
 
 CROP_FRAMES = 64  # 1.28 s
@@ -45,12 +46,12 @@ def _synth_piece(job: data.Job) -> tuple[str, np.ndarray]:
     seed = int(hashlib.sha1(job.name.encode()).hexdigest()[:8], 16)
     rng = np.random.default_rng([job.seed, seed])
     if job.midi is not None:
-        notes = data.randomize_programs(data.read_midi(job.midi).notes, rng, job.keep_programs)
+        notes = synth.randomize_programs(read_midi(job.midi).notes, rng, job.keep_programs)
         notes = [n for n in notes if n.start < MAX_PIECE_SECONDS]
     else:
-        notes = data.procedural_piece(rng, float(rng.uniform(15, 45)))
+        notes = synth.procedural_piece(rng, float(rng.uniform(15, 45)))
     duration = min(max(n.end for n in notes), MAX_PIECE_SECONDS) + data.TAIL_SECONDS
-    wave, _ = data.synthesize(notes, duration, job.soundfont)
+    wave, _ = synth.synthesize(notes, duration, job.soundfont)
     return job.name, wave
 
 
@@ -257,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args(argv)
     if args.cmd == "build":
-        fonts = [str(data.find_soundfont(f)) for f in (args.soundfont or [None])]
+        fonts = [str(synth.find_soundfont(f)) for f in (args.soundfont or [None])]
         jobs: list[data.Job] = []
         for spec in args.midi:
             name, _, rest = spec.partition("=")
@@ -266,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs += [
             data.Job(f"procedural/{i:05d}", "procedural", seed=i) for i in range(args.procedural)
         ]
-        jobs = [dataclasses.replace(j, soundfont=data.pick_soundfont(j.name, fonts)) for j in jobs]
+        jobs = [dataclasses.replace(j, soundfont=synth.pick_soundfont(j.name, fonts)) for j in jobs]
         build_audio_set(jobs, args.out, args.workers)
         return 0
     cfg = VocoderTrainConfig(
