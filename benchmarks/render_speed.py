@@ -215,6 +215,30 @@ def python_child(kind: str, args: dict, timeout: float) -> dict | str:
     return {**r.result, "wall_s": r.wall_s, "peak_rss_mb": r.peak_rss_mb}
 
 
+def _random_model_configs(folder: Path, size: str, songs: dict) -> list:
+    """The released design with random weights: defaults, the reference sampler, diffusers."""
+    return [
+        (
+            f"midisynth defaults ({size})",
+            "midisynth",
+            dict(model=str(folder), dtype="auto", sampler="dpmpp-2m", steps=None),
+            list(songs),
+        ),
+        (
+            f"midisynth reference ({size})",
+            "midisynth",
+            dict(model=str(folder), dtype="float32", sampler="ddpm", steps=100),
+            ["5 s"],
+        ),
+        (
+            f"diffusers pipeline ({size})",
+            "diffusers",
+            dict(model=str(folder), steps=100),
+            ["5 s"],
+        ),
+    ]
+
+
 def fmt(v, spec: str = ".2f") -> str:
     return "—" if v is None else format(v, spec)
 
@@ -227,6 +251,17 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="configurations to leave out (by name)")
     ap.add_argument("--timeout", type=float, default=3600, help="per configuration, seconds")
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="also time this model folder at its own defaults (repeatable)",
+    )
+    ap.add_argument(
+        "--only-models",
+        action="store_true",
+        help="time only FluidSynth, the bundled models and --model folders (no random base model)",
+    )
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -242,40 +277,26 @@ def main() -> None:
         if args.long > 0:
             songs[f"{args.long:g} s"] = write_song(tmp / "long.mid", args.long)
         print(f"# {machine(args.threads or None)}", flush=True)
-        print(f"# building the {args.size}-size random model …", flush=True)
-        folder = make_base_model(tmp / f"random-{args.size}", args.size)
         t = args.threads
         configs: list[tuple[str, str, dict | None, list[str]]] = [
             ("fluidsynth", "fluidsynth", None, list(songs)),
-            (
-                f"midisynth defaults ({args.size})",
-                "midisynth",
-                dict(model=str(folder), dtype="auto", sampler="dpmpp-2m", steps=None),
-                list(songs),
-            ),
-            (
-                f"midisynth reference ({args.size})",
-                "midisynth",
-                dict(model=str(folder), dtype="float32", sampler="ddpm", steps=100),
-                ["5 s"],
-            ),
-            (
-                f"diffusers pipeline ({args.size})",
-                "diffusers",
-                dict(model=str(folder), steps=100),
-                ["5 s"],
-            ),
         ]
-        for e in weights.REGISTRY.values():
-            if e.local_dir is not None:
-                configs.append(
-                    (
-                        f"midisynth defaults ({e.name})",
-                        "midisynth",
-                        dict(model=str(e.local_dir), dtype="auto", sampler="dpmpp-2m", steps=None),
-                        list(songs),
-                    )
+        if not args.only_models:
+            print(f"# building the {args.size}-size random model …", flush=True)
+            folder = make_base_model(tmp / f"random-{args.size}", args.size)
+            configs += _random_model_configs(folder, args.size, songs)
+        own = [(e.name, str(e.local_dir)) for e in weights.REGISTRY.values() if e.local_dir]
+        own += [(Path(m).name, m) for m in args.model]
+        for name, path in own:
+            configs.append(
+                (
+                    f"midisynth defaults ({name})",
+                    "midisynth",
+                    # sampler None: the model's own defaults (config.json "sampling")
+                    dict(model=path, dtype="auto", sampler=None, steps=None),
+                    list(songs),
                 )
+            )
         rows, records = [], []
         for name, kind, cargs, which in configs:
             if name in args.skip or kind in args.skip:

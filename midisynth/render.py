@@ -66,6 +66,9 @@ class RenderOptions:
 
 
 DEFAULT_SAMPLER = "dpmpp-2m"  # for models whose config.json names none (e.g. the official one)
+# Frame models (FrameNet) are trained on the continuous cosine schedule and carry a prior to start
+# from; these are their defaults when config.json names none (e.g. a run still training).
+FRAME_SAMPLING = {"sampler": "ddim-cosine", "steps": 4, "start": 0.5}
 
 
 def with_model_defaults(options: RenderOptions, model: LoadedModel) -> RenderOptions:
@@ -74,6 +77,8 @@ def with_model_defaults(options: RenderOptions, model: LoadedModel) -> RenderOpt
     evaluated with — else ``DEFAULT_SAMPLER`` with that sampler's default steps. An explicit
     sampler is kept as given (with its own default steps)."""
     own = model.meta.get("sampling") or {}
+    if model.config.frame is not None and not own:
+        own = FRAME_SAMPLING
     if options.start is None and model.config.frame is not None:
         options = dataclasses.replace(options, start=float(own.get("start", 1.0)))
     if options.sampler is not None:
