@@ -67,9 +67,7 @@ def main() -> None:
 
     model = weights.load_model(args.model)
     base = untrained(model)
-    opts = RenderOptions(
-        sampler=args.sampler, steps=args.steps, tail=0.0, device="cpu", dtype="float32"
-    )
+    opts = RenderOptions(sampler=args.sampler, steps=args.steps, tail=0.0)
     n_params = sum(p.numel() for p in model.model.parameters())
     size_mb = sum((Path(model.path) / f).stat().st_size for f in model.meta["files"]) / 2**20
     print(f"model {args.model}: {n_params / 1e6:.2f} M parameters, {size_mb:.1f} MiB of weights")

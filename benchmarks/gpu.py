@@ -141,7 +141,7 @@ def main() -> None:
 
         settings = {
             "defaults": (RenderOptions(), "auto"),
-            "reference": (RenderOptions(sampler="ddpm", steps=100, dtype="float32"), "float32"),
+            "reference": (RenderOptions(sampler="ddpm", steps=100), "float32"),
         }
         for mname, path in models.items():
             for sname, (opts, dtype_name) in settings.items():

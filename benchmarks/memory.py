@@ -35,7 +35,7 @@ def child(a: dict) -> dict:
     from midisynth.weights import load_model
 
     model = load_model(a["model"])
-    opts = RenderOptions(steps=a["steps"], device="cpu")
+    opts = RenderOptions(steps=a["steps"])
     t0 = time.perf_counter()
     if a["mode"] == "load":
         return {"render_s": 0.0, "audio_s": 0.0, "output_mb": 0.0}

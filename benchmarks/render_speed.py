@@ -59,7 +59,7 @@ def child_midisynth(a: dict) -> dict:
     dtype = resolve_dtype(a["dtype"], torch.device("cpu"))
     model = load_model(a["model"], device="cpu", dtype=dtype)
     t1 = time.perf_counter()
-    opts = RenderOptions(sampler=a["sampler"], steps=a["steps"], dtype=a["dtype"], device="cpu")
+    opts = RenderOptions(sampler=a["sampler"], steps=a["steps"])
     out = render(model, a["midi"], opts)
     t2 = time.perf_counter()
     return {

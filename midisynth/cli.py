@@ -278,7 +278,7 @@ def render(
     import importlib
 
     R = importlib.import_module("midisynth.render")  # the module, not midisynth.render()
-    from .weights import ModelError, default_model_name, load_model
+    from .weights import ModelError, default_model_name, load_model, resolve_device
 
     try:
         plan = R.plan_outputs(
@@ -295,8 +295,6 @@ def render(
             steps=steps,
             guidance=guidance,
             seed=seed,
-            device=device,
-            dtype=dtype,
             tail=tail,
             inverter=inverter,
             program_swaps=swaps,
@@ -317,7 +315,7 @@ def render(
             raise typer.Exit(0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            dev = R.resolve_device(device)  # an unavailable device falls back, with one line
+            dev = resolve_device(device)  # an unavailable device falls back, with one line
         for w in caught:
             err.print(f"warning: {escape(str(w.message))}")
         from .inverter import check_runtime
@@ -325,7 +323,7 @@ def render(
         if inverter is None and (model or default_model_name()) == "official":
             check_runtime("soundstream-onnx")  # before a 1.7 GB download, not after it
         try:
-            loaded = load_model(model, device=dev, dtype=R.resolve_dtype(dtype, dev))
+            loaded = load_model(model, device=dev, dtype=dtype)
         except ModelError as e:
             if model is None and default_model_name() == "official":
                 raise ModelError(

@@ -635,8 +635,6 @@ def evaluate_command(
     from .render import (
         RenderOptions,
         iter_files,
-        resolve_device,
-        resolve_dtype,
         with_model_defaults,
     )
     from .weights import ModelError, load_model
@@ -658,13 +656,12 @@ def evaluate_command(
         return fail(f"no MIDI files (.mid, .midi, .kar) under {src}")
     try:
         check_dependencies(transcription, embeddings, True)
-        options = RenderOptions(sampler=sampler, steps=steps, seed=seed, device=device, dtype=dtype)
+        options = RenderOptions(sampler=sampler, steps=steps, seed=seed)
         options.n_steps()
         synth: FluidSynthReference | None = None
         if any(find_reference(f) is None for f in files):
             synth = FluidSynthReference(soundfont)  # raises a clear error when absent
-        dev = resolve_device(device)
-        loaded = load_model(model, device=dev, dtype=resolve_dtype(dtype, dev))
+        loaded = load_model(model, device=device, dtype=dtype)
         options = with_model_defaults(options, loaded)
     except (EvalDependencyError, EvalError, ModelError, InverterError, MidiError, ValueError) as e:
         return fail(str(e).splitlines()[0])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from . import audio, diffusion, notegrid, tokens
 from .inverter import StreamingInverter, load_inverter
 from .midi import Note, Score, read_midi
 from .programs import get_program_map
+from .weights import resolve_device, resolve_dtype  # noqa: F401 - render.resolve_* for callers
 
 if TYPE_CHECKING:  # pragma: no cover
     from .weights import LoadedModel
@@ -42,8 +42,6 @@ class RenderOptions:
     steps: int | None = None  # denoising steps per segment; None = the model's or sampler's default
     guidance: float = 1.0  # classifier-free guidance weight; 1 = off (as the diffusers pipeline)
     seed: int = 0  # random seed; same seed + device + dtype → identical output
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    dtype: str = "auto"  # auto | float32 | bfloat16 (auto: bf16 where the hardware is fast at it)
     tail: float = 1.0  # seconds kept after the MIDI's last note-off (release/reverb)
     inverter: str | None = None  # None = the model's own; or griffin-lim | soundstream-onnx
     program_swaps: tuple[tuple[int, int], ...] = ()  # (from GM program, to GM program)
@@ -87,54 +85,6 @@ def with_model_defaults(options: RenderOptions, model: LoadedModel) -> RenderOpt
     diffusion.get_sampler(sampler)  # a bad name in config.json fails here, clearly
     steps = options.steps if options.steps is not None else own.get("steps")
     return dataclasses.replace(options, sampler=sampler, steps=steps)
-
-
-# --------------------------------------------------------------------------------------------
-# Devices and dtypes
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' → cuda, mps or cpu; an unavailable device falls back to CPU with a warning."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        warnings.warn("CUDA is not available; rendering on the CPU", stacklevel=2)
-        return torch.device("cpu")
-    if dev.type == "mps" and not (torch.backends.mps.is_available()):
-        warnings.warn("MPS is not available; rendering on the CPU", stacklevel=2)
-        return torch.device("cpu")
-    return dev
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with native bf16 matmuls (AVX512-BF16 / AMX), where bf16 is ~4× fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()):
-            return torch.bfloat16
-        return torch.float32
-    table = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-    }
-    if name not in table:
-        raise ValueError(f"unknown dtype {name!r}; choose auto, float32 or bfloat16")
-    return table[name]
 
 
 # --------------------------------------------------------------------------------------------

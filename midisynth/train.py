@@ -121,12 +121,6 @@ class TrainConfig:
 # Setup
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _use_bf16(setting: str, device: torch.device) -> bool:
     if setting == "auto":
         return device.type == "cuda"
@@ -424,7 +418,7 @@ def train(config: TrainConfig, log=print) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    device = _device(config.device)
+    device = weights.resolve_device(config.device)
     bf16 = _use_bf16(config.bf16, device)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

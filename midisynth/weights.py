@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,6 +114,64 @@ def cache_dir() -> Path:
     """Where converted models are kept (MIDISYNTH_CACHE, else ~/.cache/midisynth)."""
     env = os.environ.get("MIDISYNTH_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "midisynth"
+
+
+# --------------------------------------------------------------------------------------------
+# Devices and dtypes (one place for render, train and evaluate)
+
+
+def resolve_device(name: str) -> torch.device:
+    """Device name → torch.device, for rendering, training and evaluation alike.
+
+    'auto' → cuda, mps or cpu; an unavailable device falls back to the CPU with a warning.
+    """
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn("CUDA is not available; using the CPU", stacklevel=2)
+        return torch.device("cpu")
+    if dev.type == "mps" and not (torch.backends.mps.is_available()):
+        warnings.warn("MPS is not available; using the CPU", stacklevel=2)
+        return torch.device("cpu")
+    return dev
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with native bf16 matmuls (AVX512-BF16 / AMX), where bf16 is ~4× fp32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """auto | float32 | bfloat16 | float16 → torch dtype; auto = bf16 on CUDA and on CPUs fast at it."""
+    import torch
+
+    if name == "auto":
+        if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()):
+            return torch.bfloat16
+        return torch.float32
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
+    if name not in table:
+        raise ValueError(f"unknown dtype {name!r}; choose auto, float32 or bfloat16")
+    return table[name]
 
 
 # --------------------------------------------------------------------------------------------
@@ -548,7 +607,7 @@ def _stat(paths: Iterable[Path]) -> list[list[int]]:
 def load_model(
     name_or_path: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     *,
     verify: bool = True,
 ) -> LoadedModel:
@@ -557,9 +616,9 @@ def load_model(
     Args:
         name_or_path: a registry name (``midisynth models``), a midisynth folder or a folder in
             the official diffusers layout; None = the default model.
-        device: torch device (default CPU).
-        dtype: parameter dtype (default float32); bf16 halves memory and is faster on CPUs with
-            AMX/AVX512-BF16 and on GPUs.
+        device: torch device or name (``resolve_device``: "auto", "cpu", "cuda"…; default CPU).
+        dtype: parameter dtype or name (``resolve_dtype``: "auto", "float32", "bfloat16"; default
+            float32); bf16 halves memory and is faster on CPUs with AMX/AVX512-BF16 and on GPUs.
         verify: check each weight file's sha256 against config.json.
     Raises:
         ModelError: unknown name, missing/damaged/altered files, or an unreachable Hub.
@@ -568,6 +627,10 @@ def load_model(
 
     from .model import build_model
 
+    if isinstance(device, str):
+        device = resolve_device(device)
+    if isinstance(dtype, str):
+        dtype = resolve_dtype(dtype, torch.device(device or "cpu"))
     name, path, entry = resolve(name_or_path)
     if entry is not None and entry.builtin == "tiny":
         loaded = build_tiny_random()

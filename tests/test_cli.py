@@ -351,7 +351,7 @@ def test_unavailable_device_is_one_warning_line(tmp_path, monkeypatch):
         "cuda",
     )
     assert r.exit_code == 0, r.output
-    assert "warning: CUDA is not available; rendering on the CPU" in r.output
+    assert "warning: CUDA is not available; using the CPU" in r.output
     assert "UserWarning" not in r.output and "render.py" not in r.output
 
 

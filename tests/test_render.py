@@ -25,7 +25,7 @@ from midisynth.render import (
 from midisynth.weights import load_model
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-FAST = RenderOptions(sampler="dpmpp-2m", steps=2, device="cpu", dtype="float32")
+FAST = RenderOptions(sampler="dpmpp-2m", steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +146,7 @@ def _pipeline_parity(diffusers_sd, folder: Path, tmp_path: Path, midi: Path, ste
         output_type="mel",
     ).audios[0]  # (512, 128)
     model = load_model(folder, dtype=torch.float32)
-    opts = RenderOptions(
-        sampler="ddpm", steps=steps, seed=0, device="cpu", dtype="float32", tail=0.0
-    )
+    opts = RenderOptions(sampler="ddpm", steps=steps, seed=0, tail=0.0)
     ours = render(model, midi, opts).mel
     n = ours.shape[0]
     assert n == 500  # 10.0 s of MIDI → 500 frames kept of the 512 rendered
@@ -182,7 +180,7 @@ def test_model_sampling_defaults(tiny):
     from midisynth.render import DEFAULT_SAMPLER, with_model_defaults
 
     own = dataclasses.replace(tiny, meta={"sampling": {"sampler": "ddim-cosine", "steps": 3}})
-    base = RenderOptions(device="cpu", dtype="float32")
+    base = RenderOptions()
     assert with_model_defaults(base, own).sampler == "ddim-cosine"
     assert with_model_defaults(base, own).n_steps() == 3
     assert with_model_defaults(dataclasses.replace(base, steps=5), own).n_steps() == 5
