@@ -626,6 +626,7 @@ def train(
             batch_size=batch_size,
             max_minutes=max_minutes,
             threads=threads,
+            device=device,
             name=name,
             seed=seed,
             **({"lr": lr} if lr is not None else {}),

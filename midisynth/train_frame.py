@@ -68,6 +68,7 @@ class FrameTrainConfig:
     checkpoint_minutes: float = 5.0
     seed: int = 0
     threads: int | None = None
+    device: str = "auto"  # auto | cpu | cuda (weights.resolve_device)
 
 
 # ---- Examples -----------------------------------------------------------------------------------
@@ -79,6 +80,9 @@ class FrameBatch:
     context: torch.Tensor  # (B, 256, 128) float32 in [-1, 1]
     context_mask: torch.Tensor  # (B, 256) bool
     target: torch.Tensor  # (B, 256, 128) float32 in [-1, 1]
+
+    def to(self, device: torch.device) -> FrameBatch:
+        return FrameBatch(*(t.to(device, non_blocking=True) for t in dataclasses.astuple(self)))
 
 
 class FrameSampler:
@@ -169,8 +173,8 @@ def validate(model, val: FrameBatch, chunk: int = 16) -> dict[str, float]:
     n = val.target.shape[0]
     for i in range(0, n, chunk):
         b = FrameBatch(*(t[i : i + chunk] for t in dataclasses.astuple(val)))
-        tau = torch.linspace(0.05, 0.95, b.target.shape[0])
-        noise = torch.randn(b.target.shape, generator=gen)
+        tau = torch.linspace(0.05, 0.95, b.target.shape[0], device=b.target.device)
+        noise = torch.randn(b.target.shape, generator=gen).to(b.target.device)
         p, v = frame_losses(model, b, tau, noise)
         priors.append(model.encode(b.grid, b.context, b.context_mask).prior)
         v_l1.append(v)
@@ -227,7 +231,9 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     model, ema, program_map, history = _setup(cfg)
-    model.train()
+    device = weights.resolve_device(cfg.device)
+    model.to(device).train()
+    ema.to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -238,13 +244,14 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
     resumed_opt = bool(cfg.resume) and _load_state(Path(cfg.resume), model, opt)
     if resumed_opt:
         ema.load_state_dict(weights.load_model(cfg.resume).model.state_dict())
+        ema.to(device)
 
     slots = model.frame.slots
     train_set = FrameSampler(
         data.load_cache(cfg.data, "train"), program_map, slots, cfg.context_drop
     )
     val_set = FrameSampler(data.load_cache(cfg.data, "val"), program_map, slots)
-    val = val_set.batch(np.random.default_rng(1234), cfg.val_examples, drop=False)
+    val = val_set.batch(np.random.default_rng(1234), cfg.val_examples, drop=False).to(device)
     index = Path(cfg.data) / "index.json"
     data_info = json.loads(index.read_text()) if index.is_file() else {}
     n_params = sum(p.numel() for p in model.parameters())
@@ -267,6 +274,7 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
             "steps": step,
             "wall_minutes": round((time.time() - t0) / 60, 2),
             "hardware": hardware(),
+            "device": str(device),
             "batch_size": cfg.batch_size,
             "lr": cfg.lr,
             "examples_seen": step * cfg.batch_size,
@@ -310,11 +318,11 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
         if cfg.max_minutes is not None and minutes > cfg.max_minutes:
             log(f"[train] time limit of {cfg.max_minutes} min reached")
             break
-        b = batches.get()
+        b = batches.get().to(device)
         lr = lr_at(step0 + step if resumed_opt else step, cfg, minutes)
         for g in opt.param_groups:
             g["lr"] = lr
-        tau = torch.rand(b.target.shape[0])
+        tau = torch.rand(b.target.shape[0], device=device)
         prior_l1, v_l1 = frame_losses(model, b, tau, torch.randn_like(b.target))
         loss = cfg.prior_weight * prior_l1.mean() + v_l1.mean()
         opt.zero_grad(set_to_none=True)
