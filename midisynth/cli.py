@@ -674,6 +674,42 @@ def _is_frame_run(model: str, resume: str | None) -> bool:
 
 
 @app.command()
+def serve(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 127.0.0.1 keeps the page on this computer.")
+    ] = "127.0.0.1",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model name or folder.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    max_upload_mb: Annotated[
+        float, typer.Option(min=0.01, max=1024, help="Largest MIDI upload accepted.")
+    ] = 10.0,
+) -> None:
+    """A local web page: drop a MIDI file, choose instruments, render, listen (pip install 'midisynth[web]')."""
+    from rich.markup import escape
+
+    from .weights import load_model
+
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        fail("the web page needs its extra: pip install 'midisynth[web]'", 2)
+    try:
+        loaded = load_model(model, device=device)
+    except _user_errors() as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    from .serve import serve as run_server
+
+    err.print(
+        f"midisynth page on http://{escape(host)}:{port}/ with model {loaded.name} (Ctrl-C stops)"
+    )
+    run_server(loaded, host=host, port=port, max_upload_mb=max_upload_mb)
+
+
+@app.command()
 def invert(
     mel: Annotated[Path, typer.Argument(help="A log-mel .npy file, as --mel-out writes it.")],
     output: Annotated[Path, typer.Argument(help="Audio file to write (.wav, .flac or .ogg).")],
