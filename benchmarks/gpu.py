@@ -92,8 +92,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from midisynth import weights
+    from midisynth.batch import FileTask, render_files
     from midisynth.model import ModelConfig, SpectrogramDiffusion
-    from midisynth.render import FileTask, RenderOptions, render, render_files, resolve_dtype
+    from midisynth.render import RenderOptions, render, resolve_dtype
 
     if args.smoke:
         args.single_seconds, args.files, args.file_seconds = 6.0, 3, 4.0

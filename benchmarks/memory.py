@@ -31,7 +31,8 @@ def child(a: dict) -> dict:
 
     if a["threads"]:
         torch.set_num_threads(a["threads"])
-    from midisynth.render import FileTask, RenderOptions, render, render_files
+    from midisynth.batch import FileTask, render_files
+    from midisynth.render import RenderOptions, render
     from midisynth.weights import load_model
 
     model = load_model(a["model"])

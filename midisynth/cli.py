@@ -275,13 +275,12 @@ def render(
             check_available()
     except ValueError as e:
         fail(str(e), 2)
-    import importlib
-
-    R = importlib.import_module("midisynth.render")  # the module, not midisynth.render()
+    from . import batch
+    from .render import RenderOptions, unused_changes, with_model_defaults
     from .weights import ModelError, default_model_name, load_model, resolve_device
 
     try:
-        plan = R.plan_outputs(
+        plan = batch.plan_outputs(
             input,
             output,
             output_dir,
@@ -290,7 +289,7 @@ def render(
             overwrite=overwrite,
             skip_existing=skip_existing,
         )
-        options = R.RenderOptions(
+        options = RenderOptions(
             sampler=sampler.value if sampler is not None else None,
             steps=steps,
             guidance=guidance,
@@ -307,7 +306,7 @@ def render(
             from .midi import read_midi
 
             score = read_midi(input, all_track_tempos=not options.reference_tempo)
-            for line in [*score.warnings, *R.unused_changes(score, options)]:
+            for line in [*score.warnings, *unused_changes(score, options)]:
                 err.print(f"warning: {escape(line)}")
         if not plan.tasks:
             if not quiet:
@@ -337,10 +336,10 @@ def render(
             load_inverter(inverter, dev)  # fail before rendering, not after the first segment
     except _user_errors() as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    options = R.with_model_defaults(options, loaded)
+    options = with_model_defaults(options, loaded)
     if not quiet:
         _describe(loaded, options, swaps, tracks, len(plan.tasks))
-    out_opts = R.OutputOptions(sample_rate=sample_rate, normalize=normalize.value, gain_db=gain)
+    out_opts = batch.OutputOptions(sample_rate=sample_rate, normalize=normalize.value, gain_db=gain)
     if stems:
         _render_stems(loaded, plan.tasks[0], options, out_opts, quiet)
         raise typer.Exit(0)
@@ -349,7 +348,7 @@ def render(
 
         tmp_mel = Path(tempfile.mkdtemp(prefix="midisynth-plot-")) / "mel.npy"
         plan.tasks[0] = dataclasses.replace(plan.tasks[0], mel_out=tmp_mel)
-    results = _render_with_progress(R, loaded, plan.tasks, options, out_opts, quiet)
+    results = _render_with_progress(loaded, plan.tasks, options, out_opts, quiet)
     if plot is not None and results[0].ok:
         _plot_file(plot, plan.tasks[0], options, quiet)
     failed = [r for r in results if not r.ok]
@@ -442,9 +441,11 @@ def _notice_once(key: str, message: str) -> None:
         pass
 
 
-def _render_with_progress(R, loaded, tasks, options, out_opts, quiet: bool):
+def _render_with_progress(loaded, tasks, options, out_opts, quiet: bool):
+    from . import batch
+
     if quiet:
-        return R.render_files(loaded, tasks, options, out_opts)
+        return batch.render_files(loaded, tasks, options, out_opts)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (
@@ -465,7 +466,7 @@ def _render_with_progress(R, loaded, tasks, options, out_opts, quiet: bool):
             else:
                 bar.console.print(f"[red]✗[/] {_error_for(r)}")
 
-        return R.render_files(loaded, tasks, options, out_opts, progress, on_result)
+        return batch.render_files(loaded, tasks, options, out_opts, progress, on_result)
 
 
 def _error_for(r) -> str:

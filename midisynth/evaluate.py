@@ -630,13 +630,10 @@ def evaluate_command(
     from rich.console import Console
     from rich.markup import escape
 
+    from .batch import iter_files
     from .inverter import InverterError
     from .midi import MidiError
-    from .render import (
-        RenderOptions,
-        iter_files,
-        with_model_defaults,
-    )
+    from .render import RenderOptions, with_model_defaults
     from .weights import ModelError, load_model
 
     console = console or Console(stderr=True, highlight=False)

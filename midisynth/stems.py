@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from . import audio
+from .batch import OutputOptions
 from .midi import Score
 from .programs import program_name
-from .render import OutputOptions, ProgressFn, RenderOptions, apply_programs, render
+from .render import ProgressFn, RenderOptions, apply_programs, render
 
 if TYPE_CHECKING:  # pragma: no cover
     from .weights import LoadedModel

@@ -12,16 +12,9 @@ import soundfile as sf
 import torch
 
 from midisynth import audio
+from midisynth.batch import FileTask, OutputOptions, plan_outputs, render_files
 from midisynth.midi import read_midi
-from midisynth.render import (
-    FileTask,
-    OutputOptions,
-    RenderOptions,
-    apply_programs,
-    plan_outputs,
-    render,
-    render_files,
-)
+from midisynth.render import RenderOptions, apply_programs, render
 from midisynth.weights import load_model
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
