@@ -674,6 +674,25 @@ def _is_frame_run(model: str, resume: str | None) -> bool:
     return model == "frame"
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def cache(ctx: typer.Context) -> None:
+    """Build a training cache: MIDI (+ FluidSynth) or recordings → mels + notes shards.
+
+    midisynth cache OUT --procedural 300 --soundfont A.sf2 --soundfont B.sf2 [--midi NAME=DIR[:MAX]]
+    (all options: midisynth cache --help)
+    """
+    from .data import main as cache_main
+
+    try:
+        code = cache_main(ctx.args, prog="midisynth cache")
+    except _user_errors() as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    raise typer.Exit(code)
+
+
 @app.command()
 def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,

@@ -684,11 +684,9 @@ def compact_cache(
 # ---- Command line ------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m midisynth.data") -> int:
     """``python -m midisynth.data OUT --midi NAME=DIR[:MAX] --paired DIR --procedural N``."""
-    ap = argparse.ArgumentParser(
-        prog="python -m midisynth.data", description="Build a training cache."
-    )
+    ap = argparse.ArgumentParser(prog=prog, description="Build a training cache.")
     ap.add_argument("out", type=Path, help="cache folder to write")
     ap.add_argument(
         "--compact-from",

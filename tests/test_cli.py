@@ -497,3 +497,12 @@ def test_plot_writes_a_png(tmp_path):
         "render", str(EXAMPLES / "band.mid"), str(tmp_path / "o2.wav"), *FAST, "--plot", "x.jpg"
     )
     assert ".png" in one_line_error(r)
+
+
+def test_cache_subcommand_forwards_and_fails_cleanly(tmp_path):
+    r = run("cache", "--help")
+    assert r.exit_code == 0 and "--procedural" in r.output
+    r = run(
+        "cache", str(tmp_path / "c"), "--procedural", "1", "--soundfont", str(tmp_path / "no.sf2")
+    )
+    assert "SoundFont not found" in one_line_error(r)
