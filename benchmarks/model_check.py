@@ -26,14 +26,16 @@ import numpy as np
 import torch
 
 from midisynth import audio, data, diffusion, tokens, weights
+from midisynth.metrics import energy_correlation
 
 
-def energy_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over the batch of corr_t(log Σ_f exp(a), log Σ_f exp(b)); a, b [B, T, F] log-mel."""
-    ea, eb = torch.logsumexp(a, -1), torch.logsumexp(b, -1)  # (B, T)
-    ea, eb = ea - ea.mean(1, keepdim=True), eb - eb.mean(1, keepdim=True)
-    den = (ea.norm(dim=1) * eb.norm(dim=1)).clamp_min(1e-9)
-    return float(((ea * eb).sum(1) / den).mean())
+def score(pred: torch.Tensor, ref: torch.Tensor, t0: float) -> dict:
+    """L1 and energy correlation of a generated log-mel batch, and the seconds since ``t0``."""
+    return {
+        "l1": float((pred - ref).abs().mean()),
+        "energy_corr": energy_correlation(pred, ref),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def baselines(args, ref: torch.Tensor, dev: torch.device) -> dict:
@@ -64,12 +66,7 @@ def check_frame_model(m, val, args, dev: torch.device) -> int:
     with torch.inference_mode():
         t0 = time.perf_counter()
         cond = net.encode(b.grid.to(dev), b.context.to(dev), b.context_mask.to(dev))
-        prior = audio.unscale(cond.prior.clamp(-1, 1))
-        out["settings"]["prior"] = {
-            "l1": float((prior - ref).abs().mean()),
-            "energy_corr": energy_correlation(prior, ref),
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
+        out["settings"]["prior"] = score(audio.unscale(cond.prior.clamp(-1, 1)), ref, t0)
         for spec in args.frame_settings.split(","):
             sampler_name, rest = spec.split(":")
             steps, _, start = rest.partition("@")
@@ -88,12 +85,7 @@ def check_frame_model(m, val, args, dev: torch.device) -> int:
                 device=dev,
                 prediction_type=m.config.prediction_type,
             )
-            pred = audio.unscale(x0.float())
-            out["settings"][spec] = {
-                "l1": float((pred - ref).abs().mean()),
-                "energy_corr": energy_correlation(pred, ref),
-                "seconds": round(time.perf_counter() - t0, 2),
-            }
+            out["settings"][spec] = score(audio.unscale(x0.float()), ref, t0)
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
@@ -161,12 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 device=dev,
                 prediction_type=m.config.prediction_type,
             )
-            pred = audio.unscale(x0.float())
-            out["settings"][spec] = {
-                "l1": float((pred - ref).abs().mean()),
-                "energy_corr": energy_correlation(pred, ref),
-                "seconds": round(time.perf_counter() - t0, 2),
-            }
+            out["settings"][spec] = score(audio.unscale(x0.float()), ref, t0)
     out["baselines"]["reference_energy_corr"] = energy_correlation(ref, ref)
     print(json.dumps(out, indent=2))
     if args.json:

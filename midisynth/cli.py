@@ -609,53 +609,39 @@ def train(
 
     Every setting (EMA, warmup, validation, noise-level mix…): python -m midisynth.train --help
     """
-    from .train import TrainConfig
-    from .train import train as run_training
-
     if not data.is_dir():
         fail(f"training cache not found: {data} (build one with python -m midisynth.data)", 2)
     log = lambda msg: err.print(msg, highlight=False)  # noqa: E731
-    if _is_frame_run(model, resume):
-        from .train_frame import FrameTrainConfig
-        from .train_frame import train as train_frame
-
-        frame_config = FrameTrainConfig(
-            data=str(data),
-            out=str(out),
-            resume=resume,
-            steps=steps,
-            batch_size=batch_size,
-            max_minutes=max_minutes,
-            threads=threads,
-            device=device,
-            name=name,
-            seed=seed,
-            **({"lr": lr} if lr is not None else {}),
-        )
-        try:
-            folder = train_frame(frame_config, log=log)
-        except _user_errors() as e:
-            fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-        stdout.print(f"model saved to {folder}")
-        return
-    config = TrainConfig(
+    common = dict(
         data=str(data),
         out=str(out),
         resume=resume,
-        model=model,
-        prediction_type=prediction_type,
         steps=steps,
         batch_size=batch_size,
-        lr=lr if lr is not None else 1e-3,
         max_minutes=max_minutes,
-        device=device,
         threads=threads,
-        data_workers=data_workers,
+        device=device,
         name=name,
         seed=seed,
     )
+    if _is_frame_run(model, resume):
+        from .train_frame import FrameTrainConfig
+        from .train_frame import train as run
+
+        config = FrameTrainConfig(**common, **({"lr": lr} if lr is not None else {}))
+    else:
+        from .train import TrainConfig
+        from .train import train as run
+
+        config = TrainConfig(
+            **common,
+            model=model,
+            prediction_type=prediction_type,
+            lr=lr if lr is not None else 1e-3,
+            data_workers=data_workers,
+        )
     try:
-        folder = run_training(config, log=log)
+        folder = run(config, log=log)
     except _user_errors() as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     stdout.print(f"model saved to {folder}")

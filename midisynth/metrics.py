@@ -221,3 +221,13 @@ def mel_stats_embedding(mel: np.ndarray, window: int = 50, hop: int = 25) -> np.
         np.concatenate([mel[s : s + window].mean(0), mel[s : s + window].std(0)]) for s in starts
     ]
     return np.stack(rows) if len(mel) else np.zeros((0, 2 * mel.shape[-1]))
+
+
+def energy_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Does the output move with the music? Mean over the batch of the Pearson correlation over
+    time of log total energy, corr_t(log Σ_f exp(a), log Σ_f exp(b)); a, b [B, T, F] log-mel.
+    1 for the reference itself, ≈ 0 for output that ignores the timing of the notes."""
+    ea, eb = torch.logsumexp(a, -1), torch.logsumexp(b, -1)  # (B, T)
+    ea, eb = ea - ea.mean(1, keepdim=True), eb - eb.mean(1, keepdim=True)
+    den = (ea.norm(dim=1) * eb.norm(dim=1)).clamp_min(1e-9)
+    return float(((ea * eb).sum(1) / den).mean())

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from . import audio, data, diffusion, notegrid, weights
+from .metrics import energy_correlation
 from .model import FrameConfig, ModelConfig, build_model
 from .programs import get_program_map
 from .train import _load_state, _save_state, hardware
@@ -154,14 +155,6 @@ def frame_losses(model, b: FrameBatch, tau: torch.Tensor, noise: torch.Tensor) -
     v = alpha * noise - sigma * b.target
     v_l1 = (model(z, tau, cond) - v).abs().mean(dim=(1, 2))
     return prior_l1, v_l1
-
-
-def energy_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over the batch of corr_t(log Σ_f exp(a), log Σ_f exp(b)); a, b [B, T, F] log-mel."""
-    ea, eb = torch.logsumexp(a, -1), torch.logsumexp(b, -1)  # (B, T)
-    ea, eb = ea - ea.mean(1, keepdim=True), eb - eb.mean(1, keepdim=True)
-    den = (ea.norm(dim=1) * eb.norm(dim=1)).clamp_min(1e-9)
-    return float(((ea * eb).sum(1) / den).mean())
 
 
 @torch.no_grad()

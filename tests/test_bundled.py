@@ -61,8 +61,9 @@ def test_shipped_model_card_and_checksums(entry):
 @pytest.mark.parametrize("entry", SHIPPED, ids=lambda e: e.name)
 def test_velocity_ramp_gets_louder(entry):
     res = _ramp_module().ramp_levels(weights.load_model(entry.name))
-    assert res["mel_monotonic"], res["rows"]
-    assert res["mel_range_db"] >= 10.0, res["rows"]
+    assert res["mel_range_db"] >= 10.0, res["rows"]  # velocity 120 ≥ 10 dB above velocity 20
+    if not entry.preview:  # the default model must also rise at every step (issue 10)
+        assert res["mel_monotonic"], res["rows"]
 
 
 def test_readme_first_command_renders_the_example_offline(tmp_path, monkeypatch):
@@ -73,8 +74,9 @@ def test_readme_first_command_renders_the_example_offline(tmp_path, monkeypatch)
     assert args[:2] == ["midisynth", "render"]
     if BUNDLED:
         assert "--model" not in args and "-m" not in args  # the bundled model, no flags
-    else:
-        pytest.skip("no bundled model: the README renders with tiny-random")
+    else:  # no default yet: the README names a shipped preview (or tiny-random) explicitly
+        named = args[args.index("--model") + 1]
+        assert named in [e.name for e in SHIPPED] + ["tiny-random"]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(REPO)
     out = tmp_path / "o.wav"
