@@ -52,7 +52,7 @@ def child_midisynth(a: dict) -> dict:
 
     if a["threads"]:
         torch.set_num_threads(a["threads"])
-    from midisynth.render import RenderOptions, render, resolve_dtype
+    from midisynth.render import RenderOptions, render, resolve_dtype, with_model_defaults
     from midisynth.weights import load_model
 
     t0 = time.perf_counter()
@@ -67,7 +67,7 @@ def child_midisynth(a: dict) -> dict:
         "render_s": t2 - t1,
         "audio_s": len(out.audio) / out.sample_rate,
         "dtype": str(dtype).removeprefix("torch."),
-        "steps": opts.n_steps(),
+        "steps": with_model_defaults(opts, model).n_steps(),
         "inverter": model.inverter.get("type"),
     }
 
