@@ -325,9 +325,13 @@ def render(
             loaded = load_model(model, device=dev, dtype=dtype)
         except ModelError as e:
             if model is None and default_model_name() == "official":
+                from .weights import REGISTRY
+
+                previews = [n for n, entry in REGISTRY.items() if entry.preview]
+                hint = f"; offline, try --model {previews[0]} (a preview)" if previews else ""
                 raise ModelError(
                     f"{str(e).splitlines()[0]} (no --model given, and no bundled model is "
-                    "installed: the official one is the default)"
+                    f"installed as the default: the official one is{hint})"
                 ) from None
             raise
         if inverter is not None:

@@ -278,6 +278,10 @@ def test_default_model_without_network_is_one_clear_line(tmp_path, monkeypatch):
     line = one_line_error(run("render", str(EXAMPLES / "melody_chords.mid"), str(out)))
     assert "cannot download google/music-spectrogram-diffusion" in line
     assert "no bundled model is installed" in line and "--model /path/to" in line
+    assert (
+        "hf download google/music-spectrogram-diffusion" in line
+    )  # today's CLI, not huggingface-cli
+    assert "try --model frame-s" in line or not any(e.preview for e in weights.REGISTRY.values())
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
