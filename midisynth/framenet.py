@@ -19,7 +19,6 @@ The same interface as ``SpectrogramDiffusion`` for the render loop: ``encode`` o
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import torch
@@ -205,18 +204,3 @@ class FrameNet(nn.Module):
         for blk in self.denoise_blocks:
             h = blk(h, c)
         return self.out(self.out_norm(h)).float()
-
-    def expand(self, cond: FrameCond, repeats: int) -> FrameCond:
-        """``cond`` with every row repeated ``repeats`` times (guided batches)."""
-        return FrameCond(*(v.repeat(repeats, *[1] * (v.dim() - 1)) for v in vars(cond).values()))
-
-    @staticmethod
-    def parameter_count(model: nn.Module) -> int:
-        return sum(p.numel() for p in model.parameters())
-
-
-def prior_noise_level(start: float) -> float:
-    """Check a shallow-diffusion start τ₀ ∈ (0, 1]; returns it."""
-    if not (0.0 < start <= 1.0) or math.isnan(start):
-        raise ValueError(f"the sampler's start must be in (0, 1], got {start}")
-    return float(start)

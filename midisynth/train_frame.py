@@ -146,9 +146,9 @@ def _prefetch(sampler: FrameSampler, seed: int, size: int, depth: int = 4) -> Qu
 # ---- Loss and validation ------------------------------------------------------------------------
 
 
-def frame_losses(model, b: FrameBatch, tau: torch.Tensor, noise: torch.Tensor) -> tuple:
-    """(prior L1, v L1), each (B,) float32."""
-    cond = model.encode(b.grid, b.context, b.context_mask)
+def frame_losses(model, b: FrameBatch, tau: torch.Tensor, noise: torch.Tensor, cond=None) -> tuple:
+    """(prior L1, v L1), each (B,) float32; ``cond``: the batch's ``encode`` if already made."""
+    cond = cond if cond is not None else model.encode(b.grid, b.context, b.context_mask)
     prior_l1 = (cond.prior - b.target).abs().mean(dim=(1, 2))
     z = diffusion.q_sample(b.target, tau, noise)
     alpha, sigma = (s.view(-1, 1, 1) for s in diffusion.alpha_sigma(tau.float()))
@@ -168,8 +168,9 @@ def validate(model, val: FrameBatch, chunk: int = 16) -> dict[str, float]:
         b = FrameBatch(*(t[i : i + chunk] for t in dataclasses.astuple(val)))
         tau = torch.linspace(0.05, 0.95, b.target.shape[0], device=b.target.device)
         noise = torch.randn(b.target.shape, generator=gen).to(b.target.device)
-        p, v = frame_losses(model, b, tau, noise)
-        priors.append(model.encode(b.grid, b.context, b.context_mask).prior)
+        cond = model.encode(b.grid, b.context, b.context_mask)  # once: losses and prior
+        _, v = frame_losses(model, b, tau, noise, cond)
+        priors.append(cond.prior)
         v_l1.append(v)
     prior = torch.cat(priors)
     ref = audio.unscale(val.target)
