@@ -101,12 +101,21 @@ class NoteEmbedding(nn.Module):
     Every (note, frame) pair goes through the MLP — tens of thousands per batch — so the per-note
     width ``d`` is kept small (``FrameConfig.note_dim``)."""
 
-    def __init__(self, d: int, out: int) -> None:
+    def __init__(self, d: int, out: int, velocity: str = "gain") -> None:
         super().__init__()
+        if velocity not in ("gain", "embedding"):
+            raise ValueError(f"FrameConfig.velocity must be 'gain' or 'embedding', not {velocity!r}")
+        self.velocity_mode = velocity
         self.pitch = nn.Embedding(128, d)
         self.inst = nn.Embedding(notegrid.N_INST, d)
-        self.velocity = nn.Embedding(16, d)  # coarse bins of 8; the loudness trend is linear:
-        self.velocity_lin = nn.Linear(1, d)
+        if velocity == "embedding":
+            self.velocity = nn.Embedding(16, d)  # coarse bins of 8, + a linear trend
+            self.velocity_lin = nn.Linear(1, d)
+        else:
+            # Velocity only scales each note's harmonic spectrum by (v/127)^s, s = softplus(·) ≥ 0
+            # per instrument (init s ≈ 2: SoundFont players attenuate ∝ velocity²), so a louder
+            # note is never given a quieter spectrum; nothing else in the code sees velocity.
+            self.velocity_slope = nn.Parameter(torch.full((notegrid.N_INST,), 1.8))
         self.age = nn.Embedding(notegrid.N_AGE, d)
         self.remaining = nn.Embedding(notegrid.N_REMAINING, d)
         self.mlp = nn.Sequential(nn.GELU(), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
@@ -115,8 +124,10 @@ class NoteEmbedding(nn.Module):
         # into a 128-bin spectrum per frame (log) — pitch → spectrum need not be learned.
         self.band_gain = nn.Linear(d, len(HARMONIC_BANDS))
         self.spectrum_proj = nn.Linear(128, out)
-        for emb in (self.pitch, self.inst, self.velocity, self.age, self.remaining):
+        for emb in (self.pitch, self.inst, self.age, self.remaining):
             nn.init.normal_(emb.weight, std=0.5)
+        if velocity == "embedding":
+            nn.init.normal_(self.velocity.weight, std=0.5)
 
     def forward(self, grid: Tensor) -> Tensor:
         B, T, S, _ = grid.shape
@@ -124,19 +135,18 @@ class NoteEmbedding(nn.Module):
         live = (flat[:, 2] > 0).nonzero().squeeze(1)  # only real notes are embedded
         g = flat[live]
         vel = g[:, 2]
-        code = (
-            self.pitch(g[:, 0])
-            + self.inst(g[:, 1])
-            + self.velocity(vel // 8)
-            + self.velocity_lin((vel.float() / 127.0)[:, None].to(self.pitch.weight.dtype))
-            + self.age(g[:, 3])
-            + self.remaining(g[:, 4])
-        )
+        code = self.pitch(g[:, 0]) + self.inst(g[:, 1]) + self.age(g[:, 3]) + self.remaining(g[:, 4])
+        if self.velocity_mode == "embedding":
+            v = (vel.float() / 127.0)[:, None].to(code.dtype)
+            code = code + self.velocity(vel // 8) + self.velocity_lin(v)
         code = self.mlp(code)  # (N_live, D)
         frame = torch.div(live, S, rounding_mode="floor")
         out = torch.zeros(B * T, code.shape[1], dtype=code.dtype, device=code.device)
         out.index_add_(0, frame, code)
         gain = nn.functional.softplus(self.band_gain(code))  # (N_live, bands)
+        if self.velocity_mode == "gain":
+            slope = nn.functional.softplus(self.velocity_slope)[g[:, 1]]  # (N_live,)
+            gain = gain * torch.exp(slope * torch.log(vel.float() / 127.0)).to(gain.dtype)[:, None]
         spec = torch.einsum("nb,nbm->nm", gain, harmonic_templates().to(gain)[g[:, 0]])
         spectrum = torch.zeros(B * T, spec.shape[1], dtype=spec.dtype, device=spec.device)
         spectrum.index_add_(0, frame, spec)
@@ -153,7 +163,7 @@ class FrameNet(nn.Module):
         self.config = config
         cfg = self.frame = config.frame
         d, mels = cfg.d_model, config.input_dims
-        self.notes = NoteEmbedding(cfg.note_dim, d)
+        self.notes = NoteEmbedding(cfg.note_dim, d, cfg.velocity)
         self.context_in = nn.Linear(mels, d)
         self.context_blocks = _stack(cfg, cfg.context_layers)
         self.no_context = nn.Parameter(torch.zeros(d))  # the pooled code of "no previous segment"

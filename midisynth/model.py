@@ -104,6 +104,10 @@ class FrameConfig:
     context_layers: int = 2  # blocks over the previous segment's mel before pooling
     slots: int = 32  # notes per frame (notegrid.SLOTS)
     note_dim: int = 64  # width of each (note, frame) code before the per-frame sum
+    # How velocity enters: "gain" — only as a per-instrument monotone log gain s·ln(v/127), s ≥ 0,
+    # on each note's harmonic spectrum (louder never sounds quieter); "embedding" — coarse bins +
+    # a linear term in each note's code (frame-s, whose loudness was not monotonic in velocity).
+    velocity: str = "gain"
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -50,7 +50,7 @@ class FrameTrainConfig:
     name: str = "midisynth-frame"
     description: str = "frame-conditioned midisynth model"
     resume: str | None = None  # model folder to continue (weights, + optimizer state if present)
-    frame: dict[str, Any] = field(default_factory=dict)  # FrameConfig overrides (new models)
+    frame: dict[str, Any] = field(default_factory=dict)  # FrameConfig overrides (new models; on resume, changes kept weights fit)
     program_map: str = "identity"  # new models
     batch_size: int = 16
     lr: float = 2e-3
@@ -195,24 +195,40 @@ def lr_at(step: int, cfg: FrameTrainConfig, minutes: float) -> float:
 # ---- The loop -----------------------------------------------------------------------------------
 
 
-def _setup(cfg: FrameTrainConfig):
-    """(model, EMA copy, program map, history) — new, or continued from ``cfg.resume``."""
+def _setup(cfg: FrameTrainConfig, log=print):
+    """(model, EMA copy, program map, history, same_layout) — new, or continued from ``cfg.resume``.
+
+    On resume, ``cfg.frame`` may change the architecture (e.g. ``{"velocity": "gain"}``): weights
+    whose names and shapes still fit are kept, the rest start fresh, and ``same_layout`` is False
+    (the saved optimizer moments no longer fit and are not loaded)."""
     history: dict[str, Any] = {"steps": 0, "runs": [], "val": []}
+    same_layout = True
     if cfg.resume:
         loaded = weights.load_model(cfg.resume)
         if loaded.config.frame is None:
             raise ValueError(f"{cfg.resume} is not a frame-conditioned model")
         mc, program_map = loaded.config, loaded.program_map
+        if cfg.frame:
+            frame = FrameConfig(**{**mc.frame.as_dict(), **cfg.frame})
+            mc = dataclasses.replace(mc, frame=frame)
         history = dict(loaded.meta.get("training") or history)
     else:
         mc = ModelConfig(prediction_type="v_prediction", frame=FrameConfig(**cfg.frame))
         program_map = cfg.program_map
     model, ema = build_model(mc), build_model(mc)
     if cfg.resume:
-        model.load_state_dict(loaded.model.state_dict())
+        own = model.state_dict()
+        old = loaded.model.state_dict()
+        keep = {k: v for k, v in old.items() if k in own and own[k].shape == v.shape}
+        fresh = sorted(set(own) - set(keep))
+        dropped = sorted(set(old) - set(keep))
+        model.load_state_dict(keep, strict=False)
+        if fresh or dropped:
+            same_layout = False
+            log(f"[train] architecture changed on resume: new {fresh}, dropped {dropped}")
     ema.load_state_dict(model.state_dict())
     ema.eval().requires_grad_(False)
-    return model, ema, program_map, history
+    return model, ema, program_map, history, same_layout
 
 
 def train(cfg: FrameTrainConfig, log=print) -> Path:
@@ -224,7 +240,7 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, ema, program_map, history = _setup(cfg)
+    model, ema, program_map, history, same_layout = _setup(cfg, log)
     device = weights.resolve_device(cfg.device)
     model.to(device).train()
     ema.to(device)
@@ -235,7 +251,7 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
         lr=cfg.lr,
         betas=(0.9, 0.99),
     )
-    resumed_opt = bool(cfg.resume) and _load_state(Path(cfg.resume), model, opt)
+    resumed_opt = bool(cfg.resume) and same_layout and _load_state(Path(cfg.resume), model, opt)
     if resumed_opt:
         ema.load_state_dict(weights.load_model(cfg.resume).model.state_dict())
         ema.to(device)

@@ -72,3 +72,22 @@ def test_shallow_sampling_visits_only_low_noise():
     x = torch.zeros(1, 2, 2)
     diffusion.sample(den, (1, 2, 2), sampler="ddim-cosine", steps=4, x_init=x, start=0.5)
     assert seen == pytest.approx([0.5, 0.375, 0.25, 0.125])
+
+
+def test_velocity_gain_spectrum_is_monotone_and_code_is_velocity_free():
+    from midisynth.framenet import NoteEmbedding
+
+    torch.manual_seed(0)
+    emb = NoteEmbedding(16, 24, velocity="gain")
+    grid = torch.zeros(1, 8, 4, 5, dtype=torch.int16)
+    for f, vel in enumerate((10, 20, 40, 60, 80, 100, 120, 127)):
+        grid[0, f, 0] = torch.tensor([60, 0, vel, 3, 80])  # one piano C4, velocity rising by frame
+    seen = {}
+    emb.spectrum_proj.register_forward_pre_hook(lambda m, i: seen.update(log_spec=i[0]))
+    emb.proj.register_forward_pre_hook(lambda m, i: seen.update(code=i[0]))
+    emb(grid)
+    loud = seen["log_spec"][0].logsumexp(-1)  # (8,) per-frame loudness of the harmonic spectrum
+    assert (loud.diff() > 0).all()
+    assert torch.allclose(seen["code"][0], seen["code"][0, :1].expand(8, -1))  # velocity-free
+    with pytest.raises(ValueError, match="velocity must be"):
+        NoteEmbedding(16, 24, velocity="loud")

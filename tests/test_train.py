@@ -301,6 +301,21 @@ def test_frame_model_trains_resumes_and_renders(cache, tmp_path):
     assert any("saved" in line and "at step 6" in line for line in logs)
     res = render(weights.load_model(again), cache / "song.mid", RenderOptions(tail=0.5))
     assert np.isfinite(res.audio).all()
+    # An architecture change on resume keeps the weights that still fit, not the optimizer state.
+    logs.clear()
+    old = train_frame._setup(dataclasses.replace(cfg, resume=str(out)), logs.append)[0]
+    changed = train_frame.train(
+        dataclasses.replace(
+            cfg, out=str(tmp_path / "f3"), resume=str(out), steps=2, frame={"velocity": "embedding"}
+        ),
+        log=logs.append,
+    )
+    assert any("architecture changed" in line and "notes.velocity.weight" in line for line in logs)
+    assert any("resumed optimizer: False" in line for line in logs)
+    loaded = weights.load_model(changed)
+    assert loaded.config.frame.velocity == "embedding" and loaded.config.frame.d_model == 32
+    a, b = loaded.model.notes.pitch.weight.flatten(), old.notes.pitch.weight.flatten()
+    assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.9  # kept, not a fresh init
 
 
 def test_cli_train_saves_and_resumes(cache, tmp_path):
