@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midisynth import audio, data, synth, weights
+from midisynth import audio, cache, synth, weights
 from midisynth.metrics import chroma_accuracy, onset_f1
 from midisynth.midi import Score, read_midi
 from midisynth.model import SpectrogramDiffusion
@@ -38,7 +38,7 @@ def score_of(notes: np.ndarray, seconds: float) -> Score:
     """A Score holding the notes that start before ``seconds`` (ends cut there)."""
     arr = notes[notes[:, 0] < seconds].copy()
     arr[:, 1] = np.minimum(arr[:, 1], seconds)
-    ns = data.array_to_notes(arr)
+    ns = cache.array_to_notes(arr)
     total = max(n.end for n in ns)
     return Score(ns, total, [], [], [], [], 0, 480, [])
 
@@ -72,10 +72,10 @@ def main() -> None:
     size_mb = sum((Path(model.path) / f).stat().st_size for f in model.meta["files"]) / 2**20
     print(f"model {args.model}: {n_params / 1e6:.2f} M parameters, {size_mb:.1f} MiB of weights")
 
-    train = data.load_cache(args.cache[0], "train")
+    train = cache.load_cache(args.cache[0], "train")
     # (128,) mean log-mel of every 10th training frame
     mean_spec = np.concatenate([p.mel[::10].astype(np.float32) for p in train]).mean(0)
-    held = sorted((p for c in args.cache for p in data.load_cache(c, "val")), key=lambda p: p.name)
+    held = sorted((p for c in args.cache for p in cache.load_cache(c, "val")), key=lambda p: p.name)
     val = []
     for src in sorted({p.source for p in held}):
         val += [p for p in held if p.source == src][: args.per_source]
@@ -126,7 +126,7 @@ def main() -> None:
     with __import__("contextlib").suppress(FileNotFoundError):
         wave, _ = synth.synthesize(score.notes, score.total_time + 1.0)
         follow["fluidsynth_reference"], _ = chroma_accuracy(wave, score.notes)
-        onsets["fluidsynth_reference"] = onset_f1(data.mel_of(wave).astype(np.float32), score.notes)
+        onsets["fluidsynth_reference"] = onset_f1(cache.mel_of(wave).astype(np.float32), score.notes)
     follow["chance"] = chance
     print(
         f"onset F1 (spectral-flux peaks within 50 ms of score onsets): {json.dumps({k: round(v, 3) for k, v in onsets.items()})}"

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midisynth import audio, data, diffusion, tokens, weights
+from midisynth import audio, cache, data, diffusion, tokens, weights
 from midisynth.metrics import energy_correlation
 
 
@@ -39,7 +39,7 @@ def score(pred: torch.Tensor, ref: torch.Tensor, t0: float) -> dict:
 
 
 def baselines(args, ref: torch.Tensor, dev: torch.device) -> dict:
-    train = data.load_cache(args.cache, "train")
+    train = cache.load_cache(args.cache, "train")
     mean_spec = torch.tensor(
         np.concatenate([p.mel[::10].astype(np.float32) for p in train]).mean(0), device=dev
     )
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     m = weights.load_model(args.model, device=dev, dtype=torch.float32)
-    val = data.load_cache(args.cache, "val")
+    val = cache.load_cache(args.cache, "val")
     if m.config.frame is not None:
         return check_frame_model(m, val, args, dev)
     codec = tokens.Codec.from_dict(m.meta.get("codec") or {})
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     b = data.collate(exs).to(dev)
     ref = audio.unscale(b.target.float())  # (B, 256, 128) log-mel
-    train = data.load_cache(args.cache, "train")
+    train = cache.load_cache(args.cache, "train")
     mean_spec = torch.tensor(
         np.concatenate([p.mel[::10].astype(np.float32) for p in train]).mean(0), device=dev
     )

@@ -568,7 +568,7 @@ def download(
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="Training cache folder (python -m midisynth.data).")],
+    data: Annotated[Path, typer.Argument(help="Training cache folder (midisynth cache).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")] = Path(
         "runs/model"
     ),
@@ -614,7 +614,7 @@ def train(
     Every setting (EMA, warmup, validation, noise-level mix…): python -m midisynth.train --help
     """
     if not data.is_dir():
-        fail(f"training cache not found: {data} (build one with python -m midisynth.data)", 2)
+        fail(f"training cache not found: {data} (build one with midisynth cache)", 2)
     log = lambda msg: err.print(msg, highlight=False)  # noqa: E731
     common = dict(
         data=str(data),
@@ -674,7 +674,7 @@ def cache(ctx: typer.Context) -> None:
     midisynth cache OUT --procedural 300 --soundfont A.sf2 --soundfont B.sf2 [--midi NAME=DIR[:MAX]]
     (all options: midisynth cache --help)
     """
-    from .data import main as cache_main
+    from .cache import main as cache_main
 
     try:
         code = cache_main(ctx.args, prog="midisynth cache")

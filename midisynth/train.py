@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import audio, data, diffusion, tokens, weights
+from . import audio, cache, data, diffusion, tokens, weights
 from .data import CFG_DROP_PROB
 from .model import ModelConfig, SinusoidCode, SpectrogramDiffusion
 
@@ -74,7 +74,7 @@ LOG_FIELDS = ("step", "elapsed_s", "lr", "loss", "grad_norm", "examples_per_s", 
 class TrainConfig:
     """Everything a training run needs. Paths may be str or Path."""
 
-    data: str = "cache"  # cache folder written by `python -m midisynth.data`
+    data: str = "cache"  # cache folder written by `python -m midisynth.cache`
     out: str = "runs/model"  # model folder to write (checkpoints overwrite it)
     name: str = "midisynth-model"  # model name recorded in config.json
     description: str = "midisynth model trained with midisynth.train"
@@ -413,7 +413,7 @@ def _codec_dict(codec: tokens.Codec) -> dict[str, Any]:
 
 def train(config: TrainConfig, log=print) -> Path:
     """Run one training run; returns the model folder (``config.out``)."""
-    data.check_cache(config.data)  # before anything is written
+    cache.check_cache(config.data)  # before anything is written
     t_start = time.time()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -469,8 +469,8 @@ def train(config: TrainConfig, log=print) -> Path:
     resumed_opt = bool(config.resume) and _load_state(Path(config.resume), model, opt)
     n_params = sum(p.numel() for p in params)
 
-    train_pieces = data.load_cache(config.data, "train")
-    val_pieces = data.load_cache(config.data, "val")
+    train_pieces = cache.load_cache(config.data, "train")
+    val_pieces = cache.load_cache(config.data, "val")
     sampler_args = dict(codec=codec, program_map=program_map, max_tokens=config.max_tokens)
     sampler = data.ExampleSampler(train_pieces, cfg_drop=config.cfg_drop, **sampler_args)
     val_set = data.fixed_examples(val_pieces, config.val_examples, **sampler_args)

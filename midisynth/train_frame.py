@@ -1,4 +1,4 @@
-"""Training FrameNet (``framenet.py``) on a cache built by ``python -m midisynth.data``.
+"""Training FrameNet (``framenet.py``) on a cache built by ``python -m midisynth.cache``.
 
     python -m midisynth.train_frame CACHE --out runs/f [--resume FOLDER] [--max-minutes 60]
 
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import audio, data, diffusion, notegrid, weights
+from . import audio, cache, data, diffusion, notegrid, weights
 from .metrics import energy_correlation
 from .model import FrameConfig, ModelConfig, build_model
 from .programs import get_program_map
@@ -91,7 +91,7 @@ class FrameSampler:
 
     def __init__(
         self,
-        pieces: Sequence[data.Piece],
+        pieces: Sequence[cache.Piece],
         program_map: str,
         slots: int = notegrid.SLOTS,
         context_drop: float = 0.1,
@@ -112,13 +112,13 @@ class FrameSampler:
         if drop is None:
             drop = bool(rng.random() < self.context_drop)
         lo = seg * SEG
-        target = data._scaled(data._frames(piece.mel, lo - k, lo + SEG - k))
+        target = data.scaled_mel(data.mel_frames(piece.mel, lo - k, lo + SEG - k))
         context = np.full((SEG, piece.mel.shape[1]), -1.0, np.float32)
         mask = np.zeros(SEG, bool)
         real_lo = max(lo - SEG, k)  # frames before the shifted piece are silence, not context
         n_valid = lo - real_lo if seg > 0 else 0
         if n_valid > 0 and not drop:
-            context[:n_valid] = data._scaled(data._frames(piece.mel, real_lo - k, lo - k))
+            context[:n_valid] = data.scaled_mel(data.mel_frames(piece.mel, real_lo - k, lo - k))
             mask[:n_valid] = True
         notes = self.notes[i].copy()
         notes[:, :2] += k / audio.FRAME_RATE
@@ -233,7 +233,7 @@ def _setup(cfg: FrameTrainConfig, log=print):
 
 def train(cfg: FrameTrainConfig, log=print) -> Path:
     """One training run; returns the model folder ``cfg.out``."""
-    data.check_cache(cfg.data)  # before anything is written
+    cache.check_cache(cfg.data)  # before anything is written
     t0 = time.time()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -258,9 +258,9 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
 
     slots = model.frame.slots
     train_set = FrameSampler(
-        data.load_cache(cfg.data, "train"), program_map, slots, cfg.context_drop
+        cache.load_cache(cfg.data, "train"), program_map, slots, cfg.context_drop
     )
-    val_set = FrameSampler(data.load_cache(cfg.data, "val"), program_map, slots)
+    val_set = FrameSampler(cache.load_cache(cfg.data, "val"), program_map, slots)
     val = val_set.batch(np.random.default_rng(1234), cfg.val_examples, drop=False).to(device)
     index = Path(cfg.data) / "index.json"
     data_info = json.loads(index.read_text()) if index.is_file() else {}

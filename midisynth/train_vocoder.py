@@ -5,7 +5,7 @@
     python -m midisynth.train_vocoder train AUDIO_DIR --out weights/vocoder-s [--resume DIR] \\
         [--max-minutes 60]
 
-``build`` synthesizes pieces with FluidSynth (as the model's cache, ``data.py``) and keeps the
+``build`` synthesizes pieces with FluidSynth (as the model's cache, ``cache.py``) and keeps the
 audio (16 kHz mono, float16, ≤ 60 s per piece) in ``audio-*.npz`` shards; a stable 4 % of the
 pieces (by name) go to ``val-*.npz``. ``train`` draws random 1.28 s crops, computes their log-mel
 with the front end (``audio.log_mel``), inverts it and scores the audio against the crop: L1 of log
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import audio, data, synth
+from . import audio, cache, synth
 from .midi import read_midi
 from .vocoder import Vocoder, VocoderConfig, load_vocoder, save_vocoder
 
@@ -41,7 +41,7 @@ MAX_PIECE_SECONDS = 60.0
 # ---- Audio set ----------------------------------------------------------------------------------
 
 
-def _synth_piece(job: data.Job) -> tuple[str, np.ndarray]:
+def _synth_piece(job: cache.Job) -> tuple[str, np.ndarray]:
     torch.set_num_threads(1)
     seed = int(hashlib.sha1(job.name.encode()).hexdigest()[:8], 16)
     rng = np.random.default_rng([job.seed, seed])
@@ -50,12 +50,12 @@ def _synth_piece(job: data.Job) -> tuple[str, np.ndarray]:
         notes = [n for n in notes if n.start < MAX_PIECE_SECONDS]
     else:
         notes = synth.procedural_piece(rng, float(rng.uniform(15, 45)))
-    duration = min(max(n.end for n in notes), MAX_PIECE_SECONDS) + data.TAIL_SECONDS
+    duration = min(max(n.end for n in notes), MAX_PIECE_SECONDS) + cache.TAIL_SECONDS
     wave, _ = synth.synthesize(notes, duration, job.soundfont)
     return job.name, wave
 
 
-def build_audio_set(jobs: Sequence[data.Job], out: Path, workers: int = 2, log=print) -> dict:
+def build_audio_set(jobs: Sequence[cache.Job], out: Path, workers: int = 2, log=print) -> dict:
     """Synthesize ``jobs`` into ``out``/audio-00000.npz and val-00000.npz; returns the index."""
     from concurrent.futures import ProcessPoolExecutor
 
@@ -69,7 +69,7 @@ def build_audio_set(jobs: Sequence[data.Job], out: Path, workers: int = 2, log=p
             except Exception as e:  # noqa: BLE001 - a bad piece must not stop the set
                 failed.append(f"{job.name}: {str(e).splitlines()[0] if str(e) else e}")
                 continue
-            split["val" if data.is_validation(name, 0.04) else "audio"].append((name, wave))
+            split["val" if cache.is_validation(name, 0.04) else "audio"].append((name, wave))
     if not split["val"] and len(split["audio"]) > 1:
         split["val"].append(split["audio"].pop())
     for key, items in split.items():
@@ -259,13 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "build":
         fonts = [str(synth.find_soundfont(f)) for f in (args.soundfont or [None])]
-        jobs: list[data.Job] = []
+        jobs: list[cache.Job] = []
         for spec in args.midi:
             name, _, rest = spec.partition("=")
             folder, _, limit = rest.partition(":")
-            jobs += data.midi_jobs(name, folder, max_files=int(limit) if limit else None)
+            jobs += cache.midi_jobs(name, folder, max_files=int(limit) if limit else None)
         jobs += [
-            data.Job(f"procedural/{i:05d}", "procedural", seed=i) for i in range(args.procedural)
+            cache.Job(f"procedural/{i:05d}", "procedural", seed=i) for i in range(args.procedural)
         ]
         jobs = [dataclasses.replace(j, soundfont=synth.pick_soundfont(j.name, fonts)) for j in jobs]
         build_audio_set(jobs, args.out, args.workers)

@@ -19,6 +19,31 @@ def shared_midi() -> Path:
     return SHARED_MIDI
 
 
+@pytest.fixture(scope="session")
+def paired(tmp_path_factory) -> Path:
+    """A paired folder: sub/song.mid + sub/song.wav (helpers.additive), and a MIDI file alone."""
+    import soundfile as sf
+    from helpers import SONG, additive, make_midi
+
+    from midisynth import audio
+
+    root = tmp_path_factory.mktemp("paired")
+    (root / "sub").mkdir()
+    make_midi(root / "sub" / "song.mid", SONG)
+    sf.write(root / "sub" / "song.wav", additive(SONG, 10.0), audio.SAMPLE_RATE)
+    make_midi(root / "lonely.mid", SONG)  # no audio beside it: not a pair
+    return root
+
+
+@pytest.fixture(scope="session")
+def piece(paired):
+    """The paired song as a cached piece (``cache.Piece``: whole log-mel + notes)."""
+    from midisynth import cache
+
+    [(mid, wav)] = cache.paired_files(paired)
+    return cache.synthesize_piece(cache.Job("paired/sub/song.mid", "paired", str(mid), str(wav)))
+
+
 def _extended_attention_mask(self, attention_mask, input_shape=None, dtype=None):
     """transformers 4's ModuleUtilsMixin.get_extended_attention_mask (encoder case), removed in
     transformers 5 but still called by diffusers' spectrogram-diffusion encoders."""

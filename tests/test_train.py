@@ -11,16 +11,18 @@ import torch
 from helpers import SONG, additive, make_midi
 
 from midisynth import audio, data, train, weights
+from midisynth.cache import Piece, load_cache, mel_of, notes_to_array, save_shard
+from midisynth.midi import Note
 from midisynth.render import RenderOptions, render
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
-    notes = data.notes_to_array([data.Note(s, e, p, 100, 0, False, 0) for s, e, p in SONG])
-    piece = data.Piece("paired/song.mid", "paired", data.mel_of(additive(SONG, 10.0)), notes)
-    data.save_shard(root / "train-00000.npz", [piece])
-    data.save_shard(root / "val-00000.npz", [piece])
+    notes = notes_to_array([Note(s, e, p, 100, 0, False, 0) for s, e, p in SONG])
+    piece = Piece("paired/song.mid", "paired", mel_of(additive(SONG, 10.0)), notes)
+    save_shard(root / "train-00000.npz", [piece])
+    save_shard(root / "val-00000.npz", [piece])
     (root / "index.json").write_text(json.dumps({"pieces": {"train": 1, "val": 1}}))
     make_midi(root / "song.mid", SONG)
     return root
@@ -118,7 +120,7 @@ def test_validation_loss_is_deterministic(cache):
 
     cfg = tiny_config(cache, "unused")
     model = train.build_model(cfg, Codec(num_velocity_bins=8))
-    exs = data.fixed_examples(data.load_cache(cache, "val"), 3, codec=Codec(num_velocity_bins=8))
+    exs = data.fixed_examples(load_cache(cache, "val"), 3, codec=Codec(num_velocity_bins=8))
     a = train.validation_loss(model, exs, torch.device("cpu"))
     b = train.validation_loss(model, exs, torch.device("cpu"))
     assert a == b and 0.3 < a < 2.0

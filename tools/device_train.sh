@@ -3,7 +3,7 @@
 # that fits a GPU slice (default: 7 minutes of training; ~9 minutes in all).
 #
 # Prepare on any machine with the training cache (no GPU needed), into the ignored folder .carry/:
-#   python -m midisynth.data .carry/cache --compact-from CACHE --max-mib 56   # uint8 mels, ≤ 56 MiB
+#   python -m midisynth.cache .carry/cache --compact-from CACHE --max-mib 56   # uint8 mels, ≤ 56 MiB
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux2014_x86_64 -d .carry/whl mido==1.3.3            # what the image lacks
 # Run on the device (tool `run`, carry [".carry"]):
