@@ -102,6 +102,16 @@ class Codec:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in settings.items() if k in known})
 
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a config.json ``codec`` entry (inverse of ``from_dict``; keys in the
+        order saved models have always had them)."""
+        return {
+            "num_velocity_bins": self.num_velocity_bins,
+            "steps_per_second": self.steps_per_second,
+            "max_shift_seconds": self.max_shift_seconds,
+            "program_granularity": self.program_granularity,
+        }
+
     @property
     def max_shift_steps(self) -> int:
         return self.steps_per_second * self.max_shift_seconds

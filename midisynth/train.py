@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -254,33 +254,14 @@ def skip_init(model: SpectrogramDiffusion, gain: float = 2.0, position_scale: fl
 
 def _save_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, str]:
     """Raw weights + AdamW moments as ≤ 15 MiB safetensors shards; returns {file: sha256}."""
-    from safetensors.torch import save_file
-
     names = {p: n for n, p in model.named_parameters()}
-    state: dict[str, torch.Tensor] = {
-        f"raw.{n}": p.detach().cpu().contiguous() for n, p in model.named_parameters()
-    }
+    state: dict[str, torch.Tensor] = {f"raw.{n}": p for n, p in model.named_parameters()}
     for p, s in opt.state.items():
         for k in ("exp_avg", "exp_avg_sq"):
-            state[f"{k}.{names[p]}"] = s[k].detach().cpu().contiguous()
-        state[f"step.{names[p]}"] = torch.as_tensor(s["step"]).reshape(1).float().cpu()
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for k, v in state.items():
-        n = v.numel() * v.element_size()
-        if shards[-1] and size + n > 15 * 2**20:
-            shards.append({})
-            size = 0
-        shards[-1][k] = v
-        size += n
-    for old in folder.glob(f"{STATE_PREFIX}*.safetensors"):
-        old.unlink()
-    files = {}
-    for i, shard in enumerate(shards):
-        fname = f"{STATE_PREFIX}-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(folder / fname))
-        files[fname] = weights.sha256_file(folder / fname)
-    return files
+            state[f"{k}.{names[p]}"] = s[k]
+        state[f"step.{names[p]}"] = torch.as_tensor(s["step"]).reshape(1).float()
+    files = weights.save_shards(state, folder, STATE_PREFIX)
+    return {f: weights.sha256_file(folder / f) for f in files}
 
 
 def _load_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> bool:
@@ -402,13 +383,247 @@ def validation_loss(
 # The loop
 
 
-def _codec_dict(codec: tokens.Codec) -> dict[str, Any]:
+@dataclass
+class _Run:
+    """What one training run holds while it runs (the argument of the helpers below)."""
+
+    config: TrainConfig
+    out: Path
+    device: torch.device
+    bf16: bool
+    model: SpectrogramDiffusion  # trained weights
+    ema: SpectrogramDiffusion  # their moving average: what gets saved
+    opt: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]  # the trainable ones
+    codec: tokens.Codec
+    program_map: str
+    history: dict[str, Any]  # config.json "training" of the resumed folder
+    data_info: dict[str, Any]  # the cache's index.json
+    t_start: float
+    log_file: TextIO
+    writer: csv.DictWriter
+    val_table: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def step0(self) -> int:
+        """Steps taken before this run (by the runs it resumes)."""
+        return int(self.history.get("steps", 0))
+
+    @property
+    def minutes(self) -> float:
+        return (time.time() - self.t_start) / 60
+
+
+def _model_to_train(config: TrainConfig) -> tuple[SpectrogramDiffusion, tokens.Codec, str, dict]:
+    """Model, codec, program map and training history: from the resumed folder, else new."""
+    if not config.resume:
+        codec = tokens.Codec(num_velocity_bins=config.num_velocity_bins)
+        return build_model(config, codec), codec, config.program_map, {"steps": 0, "runs": []}
+    loaded = weights.load_model(config.resume, verify=True)
+    model = SpectrogramDiffusion(dataclasses.replace(loaded.config, dropout=config.dropout))
+    model.load_state_dict(loaded.model.state_dict())
+    history = dict(loaded.meta.get("training") or {"steps": 0, "runs": []})
+    history.setdefault("runs", [])
+    codec = tokens.Codec.from_dict(loaded.meta.get("codec") or {})
+    return model, codec, loaded.program_map, history
+
+
+def _trainable(
+    model: SpectrogramDiffusion, device: torch.device
+) -> tuple[SpectrogramDiffusion, list[torch.nn.Parameter]]:
+    """Put ``model`` in training mode on ``device`` (position tables fixed); returns its EMA copy
+    (the saved weights: the EMA of resumed weights starts at them) and the trainable parameters."""
+    model.to(device).train()
+    model.requires_grad_(True)
+    for m in (model.notes_encoder, model.continuous_encoder, model.decoder):
+        m.position_encoding.weight.requires_grad_(False)  # fixed tables
+    ema = SpectrogramDiffusion(model.config).to(device).eval()
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    return ema, [p for p in model.parameters() if p.requires_grad]
+
+
+def _optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only."""
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=(0.9, 0.99),
+    )
+
+
+def _examples(
+    config: TrainConfig, codec: tokens.Codec, program_map: str
+) -> tuple[data.ExampleSampler, list[data.Example], dict[str, Any], str]:
+    """Training sampler, fixed validation examples, the cache's index.json and a summary line."""
+    train_pieces = cache.load_cache(config.data, "train")
+    val_pieces = cache.load_cache(config.data, "val")
+    sampler_args = dict(codec=codec, program_map=program_map, max_tokens=config.max_tokens)
+    sampler = data.ExampleSampler(train_pieces, cfg_drop=config.cfg_drop, **sampler_args)
+    val_set = data.fixed_examples(val_pieces, config.val_examples, **sampler_args)
+    index_file = Path(config.data) / "index.json"
+    data_info = json.loads(index_file.read_text()) if index_file.is_file() else {}
+    hours = sum(p.seconds for p in train_pieces) / 3600
+    summary = f"{len(train_pieces)} train pieces ({hours:.2f} h), {len(val_pieces)} val pieces"
+    return sampler, val_set, data_info, summary
+
+
+def _open_log(path: Path, append: bool) -> tuple[TextIO, csv.DictWriter]:
+    """The CSV training log: appended to when resuming into a folder that has one."""
+    new = not path.exists() or not append
+    log_file = open(path, "w" if new else "a", newline="")  # noqa: SIM115
+    writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
+    if new:
+        writer.writeheader()
+    return log_file, writer
+
+
+def _train_step(run: _Run, batch: data.Batch, lr: float, weighting: str) -> tuple[float, float]:
+    """One optimizer step of the weighted denoising loss; returns (loss, gradient norm)."""
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    tau = sample_tau(batch.target.shape[0], run.config.high_noise_fraction, run.device)
+    noise = torch.randn_like(batch.target)
+    loss = denoise_loss(run.model, batch, tau, noise, run.bf16) * loss_weight(tau, weighting)
+    loss = loss.mean()
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(run.params, run.config.grad_clip)
+    run.opt.step()
+    return float(loss.detach()), float(norm)
+
+
+@torch.no_grad()
+def _update_ema(run: _Run, step: int) -> None:
+    """EMA ← lerp towards the weights, with a decay that warms up over the first steps."""
+    d = min(run.config.ema_decay, (1 + step) / (10 + step))
+    torch._foreach_lerp_(list(run.ema.parameters()), list(run.model.parameters()), 1 - d)
+
+
+def _record(run: _Run, step: int, **row: float) -> None:
+    """One row of train_log.csv."""
+    elapsed = round(time.time() - run.t_start, 1)
+    run.writer.writerow({"step": run.step0 + step, "elapsed_s": elapsed, **row})
+    run.log_file.flush()
+
+
+def _log_progress(run: _Run, step: int, lr: float, losses: list, norms: list, rate: float, log):
+    """Mean loss and gradient norm since the last report, in the CSV and the log."""
+    row = dict(
+        lr=lr,
+        loss=float(np.mean(losses)),
+        grad_norm=float(np.mean(norms)),
+        examples_per_s=round(rate, 2),
+    )
+    _record(run, step, **row)
+    log(
+        f"[train] step {run.step0 + step} loss {row['loss']:.4f} lr {lr:.2e} "
+        f"gnorm {row['grad_norm']:.2f} {rate:.1f} ex/s"
+    )
+
+
+def _validate(run: _Run, val_set: Sequence[data.Example], step: int) -> float:
+    """EMA validation loss at ``step``, recorded in the CSV and the model card's table."""
+    v = validation_loss(run.ema, val_set, run.device, run.bf16)
+    row = {"step": run.step0 + step, "val_loss": round(v, 5), "minutes": round(run.minutes, 1)}
+    run.val_table.append(row)
+    _record(run, step, val_loss=round(v, 5))
+    return v
+
+
+def _run_record(run: _Run, step: int, final: bool) -> dict[str, Any]:
+    """This run's entry in config.json's ``training.runs``."""
+    config, kind = run.config, run.model.config.prediction_type
+    weighting = f", weighting {config.loss_weighting}" if kind == "epsilon" else ""
+    info = {k: run.data_info.get(k) for k in ("pieces", "hours", "hours_by_source", "settings")}
     return {
-        "num_velocity_bins": codec.num_velocity_bins,
-        "steps_per_second": codec.steps_per_second,
-        "max_shift_seconds": codec.max_shift_seconds,
-        "program_granularity": codec.program_granularity,
+        "steps": step,
+        "wall_minutes": round(run.minutes, 2),
+        "hardware": hardware(),
+        "device": str(run.device),
+        "bf16": run.bf16,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "warmup_steps": config.warmup_steps,
+        "ema_decay": config.ema_decay,
+        "dropout": config.dropout,
+        "loss": f"L1 on {kind}, continuous cosine tau{weighting}",
+        "skip_init": config.skip_init and not config.resume and kind == "epsilon",
+        "max_tokens": config.max_tokens,
+        "examples_seen": step * config.batch_size,
+        "data": {"cache": str(config.data), **info},
+        "resumed_from": config.resume,
+        "finished": final,
     }
+
+
+def _save(run: _Run, step: int, final: bool, log) -> None:
+    """The EMA model folder (+ training state), with the history of every run so far."""
+    training = {
+        "steps": run.step0 + step,
+        "runs": [*run.history.get("runs", []), _run_record(run, step, final)],
+        "val_loss": run.val_table,
+        "parameters": sum(p.numel() for p in run.params),
+    }
+    extra: dict[str, Any] = {"training": training}
+    if run.config.save_optimizer:
+        extra["training_state"] = _save_state(run.out, run.model, run.opt)
+    weights.save_model(
+        run.ema,
+        run.out,
+        name=run.config.name,
+        description=run.config.description,
+        codec=run.codec.to_dict(),
+        program_map=run.program_map,
+        inverter={"type": "griffin-lim"},
+        extra=extra,
+    )
+    run.log_file.flush()
+    log(f"[train] saved {run.out} at step {run.step0 + step} ({run.minutes:.1f} min)")
+
+
+def _start_run(
+    config: TrainConfig, t_start: float, log
+) -> tuple[_Run, data.ExampleSampler, list[data.Example]]:
+    """Everything before the first step: model, EMA and optimizer (resumed or new), training and
+    validation examples, the CSV log."""
+    device = weights.resolve_device(config.device)
+    bf16 = _use_bf16(config.bf16, device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, codec, program_map, history = _model_to_train(config)
+    ema, params = _trainable(model, device)
+    opt = _optimizer(params, config)
+    resumed_opt = bool(config.resume) and _load_state(Path(config.resume), model, opt)
+    sampler, val_set, data_info, summary = _examples(config, codec, program_map)
+    n_params = sum(p.numel() for p in params)
+    log(
+        f"[train] {n_params / 1e6:.2f} M trainable params, device {device}, bf16 {bf16}, "
+        f"{summary}, resumed optimizer: {resumed_opt}"
+    )
+    log_file, writer = _open_log(out / "train_log.csv", append=bool(config.resume))
+    run = _Run(
+        config=config,
+        out=out,
+        device=device,
+        bf16=bf16,
+        model=model,
+        ema=ema,
+        opt=opt,
+        params=params,
+        codec=codec,
+        program_map=program_map,
+        history=history,
+        data_info=data_info,
+        t_start=t_start,
+        log_file=log_file,
+        writer=writer,
+        val_table=list(history.get("val_loss", [])) if config.resume else [],
+    )
+    return run, sampler, val_set
 
 
 def train(config: TrainConfig, log=print) -> Path:
@@ -418,208 +633,46 @@ def train(config: TrainConfig, log=print) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    device = weights.resolve_device(config.device)
-    bf16 = _use_bf16(config.bf16, device)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    # Model, codec and program map: from the resumed folder, else from the config.
-    history: dict[str, Any] = {"steps": 0, "runs": []}
-    if config.resume:
-        loaded = weights.load_model(config.resume, verify=True)
-        meta = loaded.meta
-        codec = tokens.Codec(
-            **{
-                k: v
-                for k, v in (meta.get("codec") or {}).items()
-                if k in tokens.Codec.__dataclass_fields__
-            }
-        )
-        program_map = loaded.program_map
-        mc = dataclasses.replace(loaded.config, dropout=config.dropout)
-        model = SpectrogramDiffusion(mc)
-        model.load_state_dict(loaded.model.state_dict())
-        history = dict(meta.get("training") or history)
-        history.setdefault("runs", [])
-    else:
-        codec = tokens.Codec(num_velocity_bins=config.num_velocity_bins)
-        program_map = config.program_map
-        model = build_model(config, codec)
-    mc = model.config
+    run, sampler, val_set = _start_run(config, t_start, log)
     # The ε-loss weighting applies to ε models only (v-prediction already weighs x0 at high noise).
-    weighting = config.loss_weighting if mc.prediction_type == "epsilon" else "eps"
-    model.to(device).train()
-    model.requires_grad_(True)
-    for m in (model.notes_encoder, model.continuous_encoder, model.decoder):
-        m.position_encoding.weight.requires_grad_(False)  # fixed tables
-    ema = SpectrogramDiffusion(model.config).to(device).eval()
-    ema.load_state_dict(model.state_dict())  # the saved weights (EMA of the resumed ones)
-    ema.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-        betas=(0.9, 0.99),
-    )
-    resumed_opt = bool(config.resume) and _load_state(Path(config.resume), model, opt)
-    n_params = sum(p.numel() for p in params)
-
-    train_pieces = cache.load_cache(config.data, "train")
-    val_pieces = cache.load_cache(config.data, "val")
-    sampler_args = dict(codec=codec, program_map=program_map, max_tokens=config.max_tokens)
-    sampler = data.ExampleSampler(train_pieces, cfg_drop=config.cfg_drop, **sampler_args)
-    val_set = data.fixed_examples(val_pieces, config.val_examples, **sampler_args)
-    index_file = Path(config.data) / "index.json"
-    data_info = json.loads(index_file.read_text()) if index_file.is_file() else {}
-    train_hours = sum(p.seconds for p in train_pieces) / 3600
-    log(
-        f"[train] {n_params / 1e6:.2f} M trainable params, device {device}, bf16 {bf16}, "
-        f"{len(train_pieces)} train pieces ({train_hours:.2f} h), {len(val_pieces)} val pieces, "
-        f"resumed optimizer: {resumed_opt}"
-    )
-
-    log_path = out / "train_log.csv"
-    new_log = not log_path.exists() or not config.resume
-    log_file = open(log_path, "w" if new_log else "a", newline="")  # noqa: SIM115
-    writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
-    if new_log:
-        writer.writeheader()
-    val_table: list[dict[str, float]] = list(history.get("val_loss", [])) if config.resume else []
-    step0 = int(history.get("steps", 0))
-
-    def save(step: int, final: bool) -> None:
-        wall = time.time() - t_start
-        run = {
-            "steps": step,
-            "wall_minutes": round(wall / 60, 2),
-            "hardware": hardware(),
-            "device": str(device),
-            "bf16": bf16,
-            "batch_size": config.batch_size,
-            "lr": config.lr,
-            "warmup_steps": config.warmup_steps,
-            "ema_decay": config.ema_decay,
-            "dropout": config.dropout,
-            "loss": (
-                f"L1 on {mc.prediction_type}, continuous cosine tau"
-                + (
-                    f", weighting {config.loss_weighting}"
-                    if mc.prediction_type == "epsilon"
-                    else ""
-                )
-            ),
-            "skip_init": config.skip_init and not config.resume and mc.prediction_type == "epsilon",
-            "max_tokens": config.max_tokens,
-            "examples_seen": step * config.batch_size,
-            "data": {
-                "cache": str(config.data),
-                **{k: data_info.get(k) for k in ("pieces", "hours", "hours_by_source", "settings")},
-            },
-            "resumed_from": config.resume,
-            "finished": final,
-        }
-        training = {
-            "steps": step0 + step,
-            "runs": [*history.get("runs", []), run],
-            "val_loss": val_table,
-            "parameters": n_params,
-        }
-        extra: dict[str, Any] = {"training": training}
-        if config.save_optimizer:
-            extra["training_state"] = _save_state(out, model, opt)
-        weights.save_model(
-            ema,
-            out,
-            name=config.name,
-            description=config.description,
-            codec=_codec_dict(codec),
-            program_map=program_map,
-            inverter={"type": "griffin-lim"},
-            extra=extra,
-        )
-        log_file.flush()
-        log(f"[train] saved {out} at step {step0 + step} ({wall / 60:.1f} min)")
-
-    def record(step: int, **row: float) -> None:
-        writer.writerow({"step": step0 + step, "elapsed_s": round(time.time() - t_start, 1), **row})
-        log_file.flush()
-
-    def validate(step: int) -> float:
-        """EMA validation loss at `step`, recorded in the CSV and the model card's table."""
-        v = validation_loss(ema, val_set, device, bf16)
-        minutes = round((time.time() - t_start) / 60, 1)
-        val_table.append({"step": step0 + step, "val_loss": round(v, 5), "minutes": minutes})
-        record(step, val_loss=round(v, 5))
-        return v
-
+    weighting = config.loss_weighting if run.model.config.prediction_type == "epsilon" else "eps"
     stream = data.BatchStream(
         sampler, config.seed, config.batch_size, config.length_buckets, config.data_workers
     )
     batches = iter(stream)
-    ema_params = [p for p in ema.parameters()]
-    model_params = [p for p in model.parameters()]
-    last_save = time.time()
-    t_log, seen, losses, norms = time.time(), 0, [], []
+    last_save, t_log, seen, losses, norms = time.time(), time.time(), 0, [], []
     step = 0
     try:
         while step < config.steps:
-            if config.max_minutes is not None and time.time() - t_start > config.max_minutes * 60:
+            if config.max_minutes is not None and run.minutes > config.max_minutes:
                 log(f"[train] time limit of {config.max_minutes} min reached")
                 break
-            batch = next(batches).to(device)
-            lr = lr_at(step, config, (time.time() - t_start) / 60)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            b = batch.target.shape[0]
-            tau = sample_tau(b, config.high_noise_fraction, device)
-            noise = torch.randn_like(batch.target)
-            loss = (
-                denoise_loss(model, batch, tau, noise, bf16) * loss_weight(tau, weighting)
-            ).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            opt.step()
+            batch = next(batches).to(run.device)
+            lr = lr_at(step, config, run.minutes)
+            loss, norm = _train_step(run, batch, lr, weighting)
             step += 1
-            d = min(config.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, model_params, 1 - d)
-            seen += b
-            losses.append(float(loss.detach()))
-            norms.append(float(norm))
+            _update_ema(run, step)
+            seen += batch.target.shape[0]
+            losses.append(loss)
+            norms.append(norm)
             if step % config.log_every == 0:
-                rate = seen / (time.time() - t_log)
-                row = dict(
-                    lr=lr,
-                    loss=float(np.mean(losses)),
-                    grad_norm=float(np.mean(norms)),
-                    examples_per_s=round(rate, 2),
-                )
-                record(step, **row)
-                log(
-                    f"[train] step {step0 + step} loss {row['loss']:.4f} lr {lr:.2e} gnorm {row['grad_norm']:.2f} {rate:.1f} ex/s"
-                )
+                _log_progress(run, step, lr, losses, norms, seen / (time.time() - t_log), log)
                 t_log, seen, losses, norms = time.time(), 0, [], []
             if step % config.val_every == 0 or step == config.steps:
-                v = validate(step)
-                log(f"[train] step {step0 + step} val_loss {v:.4f} (EMA)")
+                v = _validate(run, val_set, step)
+                log(f"[train] step {run.step0 + step} val_loss {v:.4f} (EMA)")
                 t_log = time.time()
             if time.time() - last_save > config.checkpoint_minutes * 60:
-                save(step, final=False)
+                _save(run, step, final=False, log=log)
                 last_save = time.time()
     finally:
         stream.close()
-    if not val_table or val_table[-1]["step"] != step0 + step:
-        validate(step)
-    save(step, final=True)
-    log_file.close()
+    if not run.val_table or run.val_table[-1]["step"] != run.step0 + step:
+        _validate(run, val_set, step)
+    _save(run, step, final=True, log=log)
+    run.log_file.close()
     log(f"[train] redrawn examples over {config.max_tokens} tokens: {stream.rejected}")
-    return out
+    return run.out
 
 
 # --------------------------------------------------------------------------------------------

@@ -375,6 +375,47 @@ def convert_diffusers(src: Path, dst: Path, *, name: str = "official") -> Path:
 # Saving and loading midisynth folders
 
 
+def save_shards(
+    tensors: dict[str, torch.Tensor],
+    folder: Path,
+    prefix: str,
+    *,
+    shard_bytes: int = 15 * 2**20,
+    single_file_name: bool = False,
+) -> list[str]:
+    """Write ``tensors`` into ``folder`` as safetensors shards of ≤ ``shard_bytes`` each (in order;
+    a larger tensor gets a shard of its own), named ``PREFIX-00001-of-0000N.safetensors`` — or
+    ``PREFIX.safetensors`` if ``single_file_name`` and one shard holds everything. The folder's
+    old ``PREFIX*.safetensors`` files are deleted first. Returns the file names, in order.
+
+    Shared by model weights (``save_model``) and training state (``train._save_state``); the
+    15 MiB default keeps every file small enough to carry and to commit.
+    """
+    from safetensors.torch import save_file
+
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, v in tensors.items():
+        v = v.detach().cpu().contiguous()
+        n = v.numel() * v.element_size()
+        if shards[-1] and size + n > shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v
+        size += n
+    for old in folder.glob(f"{prefix}*.safetensors"):
+        old.unlink()
+    if single_file_name and len(shards) == 1:
+        names = [f"{prefix}.safetensors"]
+    else:
+        names = [
+            f"{prefix}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))
+        ]
+    for fname, shard in zip(names, shards, strict=True):
+        save_file(shard, str(folder / fname))
+    return names
+
+
 def save_model(
     model: SpectrogramDiffusion,
     dst: Path,
@@ -388,29 +429,11 @@ def save_model(
     shard_bytes: int = 15 * 2**20,
 ) -> Path:
     """Write `model` as a midisynth folder: safetensors shards of ≤ `shard_bytes` + config.json."""
-    from safetensors.torch import save_file
-
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    shards: list[dict[str, Any]] = [{}]
-    size = 0
-    for k, v in state.items():
-        n = v.numel() * v.element_size()
-        if shards[-1] and size + n > shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][k] = v
-        size += n
-    for old in dst.glob("model*.safetensors"):
-        old.unlink()
-    names = (
-        ["model.safetensors"]
-        if len(shards) == 1
-        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    names = save_shards(
+        model.state_dict(), dst, "model", shard_bytes=shard_bytes, single_file_name=True
     )
-    for fname, shard in zip(names, shards, strict=True):
-        save_file(shard, str(dst / fname))
     meta = {
         "format": FORMAT,
         "name": name,

@@ -121,6 +121,18 @@ def test_codec_with_velocity_bins():
         Codec(program_granularity="coarse")
 
 
+def test_codec_dict_round_trip():
+    c = Codec(steps_per_second=50, num_velocity_bins=8, program_granularity="midi_class")
+    assert Codec.from_dict(c.to_dict()) == c
+    # config.json's key order, as every saved model has it
+    assert list(Codec().to_dict()) == [
+        "num_velocity_bins",
+        "steps_per_second",
+        "max_shift_seconds",
+        "program_granularity",
+    ]
+
+
 def test_velocity_to_bin_is_mt3s():
     for bins in (1, 4, 16, 127):
         for v in range(128):
