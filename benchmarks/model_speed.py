@@ -16,12 +16,17 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from midisynth.model import Encoded, ModelConfig, SpectrogramDiffusion
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import helpers  # noqa: E402  (tests/helpers.py: the diffusers modules for a ModelConfig)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -37,7 +42,6 @@ def diffusers_modules(model: SpectrogramDiffusion) -> dict[str, torch.nn.Module]
     from diffusers.utils import logging
 
     logging.set_verbosity_error()  # its "modules that should be kept in float32: []" on .to(bf16)
-    from diffusers.models.transformers.t5_film_transformer import T5FilmDecoder
     from diffusers.pipelines.deprecated.spectrogram_diffusion import (
         SpectrogramContEncoder,
         SpectrogramNotesEncoder,
@@ -46,31 +50,9 @@ def diffusers_modules(model: SpectrogramDiffusion) -> dict[str, torch.nn.Module]
     for cls in (SpectrogramNotesEncoder, SpectrogramContEncoder):
         if not hasattr(cls, "get_extended_attention_mask"):
             cls.get_extended_attention_mask = _extended_attention_mask
-    c = model.config
-    common = dict(
-        d_model=c.d_model, num_heads=c.num_heads, d_kv=c.d_kv, d_ff=c.d_ff, dropout_rate=0
-    )
-    enc = dict(common, num_layers=c.num_encoder_layers, feed_forward_proj="gated-gelu")
-    mods = {
-        "notes_encoder": SpectrogramNotesEncoder(
-            max_length=c.max_tokens, vocab_size=c.vocab_size, **enc
-        ),
-        "continuous_encoder": SpectrogramContEncoder(
-            input_dims=c.input_dims, targets_context_length=c.context_length, **enc
-        ),
-        "decoder": T5FilmDecoder(
-            input_dims=c.input_dims,
-            targets_length=c.targets_length,
-            max_decoder_noise_time=c.max_decoder_noise_time,
-            num_layers=c.num_decoder_layers,
-            **common,
-        ),
-    }
+    mods = helpers.diffusers_modules(model.config, dropout_rate=0)
     for name, m in mods.items():
         m.load_state_dict(getattr(model, name).state_dict(), strict=True)
-        for sub in m.modules():  # plain eager attention, and no "_attn_implementation" warning
-            if hasattr(sub, "config") and hasattr(sub.config, "_attn_implementation"):
-                sub.config._attn_implementation = "eager"
         m.eval()
     return mods
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers import diffusers_modules
 
 from midisynth.model import (
     TRIM_MULTIPLE,
@@ -53,17 +54,6 @@ def segment_tokens(n_real: int = 200, length: int = 2048, seed: int = 0) -> torc
     return torch.tensor([ids + [0] * (length - len(ids))], dtype=torch.long)
 
 
-@pytest.fixture(scope="module")
-def ref_classes(diffusers_sd):
-    """diffusers' three classes (the transformers-5 shim comes from conftest's diffusers_sd)."""
-    film = pytest.importorskip("diffusers.models.transformers.t5_film_transformer")
-    return (
-        diffusers_sd.SpectrogramNotesEncoder,
-        diffusers_sd.SpectrogramContEncoder,
-        film.T5FilmDecoder,
-    )
-
-
 def _randomize(module: torch.nn.Module, seed: int, d_kv: int) -> None:
     """T5 init magnitudes, norm weights away from 1 so that they are tested.
 
@@ -80,34 +70,14 @@ def _randomize(module: torch.nn.Module, seed: int, d_kv: int) -> None:
                 p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
 
 
-def build_pair(ref_classes, cfg: ModelConfig, seed: int = 0):
+def build_pair(cfg: ModelConfig, seed: int = 0):
     """Seeded diffusers modules and a midisynth model loaded from their state dicts (strict)."""
-    notes_cls, cont_cls, dec_cls = ref_classes
-    common = dict(
-        d_model=cfg.d_model, num_heads=cfg.num_heads, d_kv=cfg.d_kv, d_ff=cfg.d_ff, dropout_rate=0.1
-    )
-    enc = dict(common, num_layers=cfg.num_encoder_layers, feed_forward_proj="gated-gelu")
-    ref = {
-        "notes_encoder": notes_cls(max_length=cfg.max_tokens, vocab_size=cfg.vocab_size, **enc),
-        "continuous_encoder": cont_cls(
-            input_dims=cfg.input_dims, targets_context_length=cfg.context_length, **enc
-        ),
-        "decoder": dec_cls(
-            input_dims=cfg.input_dims,
-            targets_length=cfg.targets_length,
-            max_decoder_noise_time=cfg.max_decoder_noise_time,
-            num_layers=cfg.num_decoder_layers,
-            **common,
-        ),
-    }
+    ref = diffusers_modules(cfg)
     with torch.device("meta"):
         ours = SpectrogramDiffusion(cfg)
     ours.to_empty(device="cpu")
     for i, (name, m) in enumerate(ref.items()):
         _randomize(m.eval(), seed + i, cfg.d_kv)
-        for sub in m.modules():  # silence transformers' "_attn_implementation is None" warning
-            if hasattr(sub, "config") and hasattr(sub.config, "_attn_implementation"):
-                sub.config._attn_implementation = "eager"
         getattr(ours, name).load_state_dict(m.state_dict(), strict=True)
     return ref, ours.eval()
 
@@ -165,10 +135,11 @@ PARITY_CONFIGS = [
 
 @pytest.mark.parametrize("first_segment", [False, True], ids=["with-context", "first-segment"])
 @pytest.mark.parametrize("cfg", PARITY_CONFIGS)
-def test_parity_with_diffusers(ref_classes, cfg: ModelConfig, first_segment: bool) -> None:
-    """fp32, trimming and the K/V cache on; the cache is reused over several noise times."""
+def test_parity_with_diffusers(diffusers_sd, cfg: ModelConfig, first_segment: bool) -> None:
+    """fp32, trimming and the K/V cache on; the cache is reused over several noise times.
+    (``diffusers_sd``: skips without diffusers; its transformers-5 shim is on.)"""
     torch.manual_seed(0)
-    ref, ours = build_pair(ref_classes, cfg)
+    ref, ours = build_pair(cfg)
     diffs = parity(ref, ours, *_inputs(first_segment), times=[0.05, 0.97])
     print(cfg.d_model, "first-segment" if first_segment else "with-context", diffs)
     assert max(diffs.values()) <= PARITY_TOL, diffs

@@ -8,63 +8,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import diffusers_modules
 
 from midisynth import weights
 from midisynth.model import ModelConfig, SpectrogramDiffusion
 from midisynth.weights import ModelError, load_model
 
 REPO_ID = "google/music-spectrogram-diffusion"
-TINY = dict(d_model=32, num_heads=2, d_kv=16, d_ff=48, num_layers=1)
+TINY = ModelConfig(
+    d_model=32, num_heads=2, d_kv=16, d_ff=48, num_encoder_layers=1, num_decoder_layers=1
+)
 
 
 def make_official_layout(root: Path, seed: int = 0) -> dict[str, torch.nn.Module]:
     """A folder in the exact official layout, written by diffusers itself (tiny, random weights)."""
     diffusers = pytest.importorskip("diffusers")
-    from diffusers.models.transformers.t5_film_transformer import T5FilmDecoder
-    from diffusers.pipelines.deprecated.spectrogram_diffusion.continuous_encoder import (
-        SpectrogramContEncoder,
-    )
-    from diffusers.pipelines.deprecated.spectrogram_diffusion.notes_encoder import (
-        SpectrogramNotesEncoder,
-    )
 
     torch.manual_seed(seed)
-    n, l_ = TINY, TINY["num_layers"]
-    mods = {
-        "notes_encoder": SpectrogramNotesEncoder(
-            max_length=2048,
-            vocab_size=1536,
-            d_model=n["d_model"],
-            dropout_rate=0.1,
-            num_layers=l_,
-            num_heads=n["num_heads"],
-            d_kv=n["d_kv"],
-            d_ff=n["d_ff"],
-            feed_forward_proj="gated-gelu",
-        ),
-        "continuous_encoder": SpectrogramContEncoder(
-            input_dims=128,
-            targets_context_length=256,
-            d_model=n["d_model"],
-            dropout_rate=0.1,
-            num_layers=l_,
-            num_heads=n["num_heads"],
-            d_kv=n["d_kv"],
-            d_ff=n["d_ff"],
-            feed_forward_proj="gated-gelu",
-        ),
-        "decoder": T5FilmDecoder(
-            input_dims=128,
-            targets_length=256,
-            max_decoder_noise_time=20000.0,
-            d_model=n["d_model"],
-            num_layers=l_,
-            num_heads=n["num_heads"],
-            d_kv=n["d_kv"],
-            d_ff=n["d_ff"],
-            dropout_rate=0.1,
-        ),
-    }
+    mods = diffusers_modules(TINY)
     for name, m in mods.items():
         with torch.no_grad():  # position tables are random in the stand-in, as loaded ones would be
             m.position_encoding.weight.normal_()
