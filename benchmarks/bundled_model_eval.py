@@ -126,7 +126,9 @@ def main() -> None:
     with __import__("contextlib").suppress(FileNotFoundError):
         wave, _ = synth.synthesize(score.notes, score.total_time + 1.0)
         follow["fluidsynth_reference"], _ = chroma_accuracy(wave, score.notes)
-        onsets["fluidsynth_reference"] = onset_f1(cache.mel_of(wave).astype(np.float32), score.notes)
+        onsets["fluidsynth_reference"] = onset_f1(
+            cache.mel_of(wave).astype(np.float32), score.notes
+        )
     follow["chance"] = chance
     print(
         f"onset F1 (spectral-flux peaks within 50 ms of score onsets): {json.dumps({k: round(v, 3) for k, v in onsets.items()})}"
