@@ -181,6 +181,13 @@ class _MelFile:
         self.tmp.unlink(missing_ok=True)
 
 
+def render_groups(tasks: Sequence[FileTask], batch_size: int) -> list[list[FileTask]]:
+    """The fixed groups ``render_files`` renders together: ``batch_size`` consecutive tasks each
+    (a file that fails to read leaves its group one smaller rather than shifting the others)."""
+    step = max(1, batch_size)
+    return [list(tasks[i : i + step]) for i in range(0, len(tasks), step)]
+
+
 def render_files(
     model: LoadedModel,
     tasks: Sequence[FileTask],
@@ -191,28 +198,31 @@ def render_files(
 ) -> list[FileResult]:
     """Render MIDI files to audio files, `options.batch_size` at a time; keeps going past failures.
 
-    Every output is written atomically (temporary file + rename): a failure or Ctrl-C never leaves a
-    partial file. Returns one result per task, in order.
+    The files are rendered in fixed groups (``render_groups``: consecutive tasks, in order), and a
+    group's bytes depend only on its members and the options, so a group sent elsewhere (a Ray
+    worker, ``raybatch``) gives the same files. Every output is written atomically (temporary file +
+    rename): a failure or Ctrl-C never leaves a partial file. Returns one result per task, in order.
     """
     from .midi import MidiError
 
     out = out or OutputOptions()
     results = {t: FileResult(t) for t in tasks}
-    prepared: list[tuple[FileTask, Score, list[np.ndarray], int]] = []
+    prepared: dict[FileTask, tuple[FileTask, Score, list[np.ndarray], int]] = {}
     for t in tasks:
         try:
             score = read_midi(t.src, all_track_tempos=not options.reference_tempo)
             segs, n = prepare_tokens(model, score, options)
-            prepared.append((t, score, segs, n))
+            prepared[t] = (t, score, segs, n)
         except (MidiError, ValueError) as e:
             results[t].error = str(e)
             if on_result:
                 on_result(results[t])
-    total = sum(len(p[2]) for p in prepared) * audio.SEGMENT_SECONDS
+    total = sum(len(p[2]) for p in prepared.values()) * audio.SEGMENT_SECONDS
     base = 0.0
-    step = max(1, options.batch_size)
-    for start in range(0, len(prepared), step):
-        group = prepared[start : start + step]
+    for members in render_groups(tasks, options.batch_size):
+        group = [prepared[t] for t in members if t in prepared]
+        if not group:
+            continue
         writers: list[audio.AudioFileWriter] = []
         mels: list[_MelFile] = []
         jobs: list[Job] = []

@@ -245,6 +245,22 @@ def render(
     ] = 8,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
     skip_existing: Annotated[bool, typer.Option(help="Skip inputs whose output exists.")] = False,
+    use_ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Render on a Ray cluster (RAY_ADDRESS, else a local one): long-lived workers, "
+            "dead workers' files re-run, OUT/manifest.jsonl. Needs midisynth[ray].",
+        ),
+    ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Ray workers (default: the cluster's CPUs / --threads, or GPUs)."),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, max=256, help="CPU threads for torch (per worker with --ray; 1 there)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summaries.")] = False,
 ) -> None:
     """Render MIDI to audio.
@@ -267,15 +283,28 @@ def render(
             raise ValueError("--stems and --plot work on a single MIDI file, not a folder")
         if stems and (mel_out is not None or plot is not None):
             raise ValueError("--stems cannot be combined with --mel-out or --plot")
+        if use_ray and (stems or plot is not None):
+            raise ValueError("--ray renders files as they are; --stems and --plot run locally")
+        if workers is not None and not use_ray:
+            raise ValueError("--workers needs --ray")
+        if use_ray:
+            from .raybatch import import_ray
+
+            import_ray()
         if plot is not None and plot.suffix.lower() != ".png":
             raise ValueError(f"--plot must name a .png file, got {plot}")
         if plot is not None:
             from .plot import check_available
 
             check_available()
-    except ValueError as e:
+    except (ValueError, ImportError) as e:
         fail(str(e), 2)
+    if threads is not None and not use_ray:
+        import torch
+
+        torch.set_num_threads(threads)
     from . import batch
+    from .raybatch import RayOptions
     from .render import RenderOptions, unused_changes, with_model_defaults
     from .weights import ModelError, default_model_name, load_model, resolve_device
 
@@ -352,6 +381,16 @@ def render(
 
         tmp_mel = Path(tempfile.mkdtemp(prefix="midisynth-plot-")) / "mel.npy"
         plan.tasks[0] = dataclasses.replace(plan.tasks[0], mel_out=tmp_mel)
+    if use_ray:
+        root = output or output_dir or (input if input.is_dir() else plan.tasks[0].dst.parent)
+        ray_opts = RayOptions(workers=workers, threads=threads or 1)
+        results = _render_on_ray(
+            loaded, model, plan, options, out_opts, ray_opts, device, dtype, root, quiet
+        )
+        failed = [r for r in results if not r.ok]
+        if not quiet or failed:
+            _summary(results, plan.skipped, quiet)
+        raise typer.Exit(1 if failed else 0)
     results = _render_with_progress(loaded, plan.tasks, options, out_opts, quiet)
     if plot is not None and results[0].ok:
         _plot_file(plot, plan.tasks[0], options, quiet)
@@ -471,6 +510,67 @@ def _render_with_progress(loaded, tasks, options, out_opts, quiet: bool):
                 bar.console.print(f"[red]✗[/] {_error_for(r)}")
 
         return batch.render_files(loaded, tasks, options, out_opts, progress, on_result)
+
+
+def _render_on_ray(loaded, model, plan, options, out_opts, ray_opts, device, dtype, root, quiet):
+    """``raybatch.render_files_ray`` with a progress bar over the corpus (files, audio, ETA)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from .raybatch import render_files_ray
+
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = root / "manifest.jsonl"
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files, {task.fields[audio]:.0f} s audio ({task.fields[speed]:.1f}× realtime)"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True, disable=quiet) as bar:
+        task = bar.add_task("rendering on Ray", total=len(plan.tasks), audio=0.0, speed=0.0)
+
+        def on_progress(p) -> None:
+            speed = p.audio_seconds / p.elapsed if p.elapsed > 0 else 0.0
+            bar.update(task, completed=p.files_done, audio=p.audio_seconds, speed=speed)
+
+        def on_result(r) -> None:
+            if quiet:
+                return
+            if r.ok:
+                bar.console.print(f"[green]✓[/] {r.task.dst} ({r.seconds:.1f} s)")
+            else:
+                bar.console.print(f"[red]✗[/] {_error_for(r)}")
+
+        try:
+            results = render_files_ray(
+                loaded,
+                model,
+                plan.tasks,
+                options,
+                out_opts,
+                device=device,
+                dtype=dtype,
+                ray_options=ray_opts,
+                manifest=manifest,
+                skipped=plan.skipped,
+                on_result=on_result,
+                on_progress=on_progress,
+                log=None if quiet else bar.console.print,
+            )
+        except RuntimeError as e:
+            fail(str(e).splitlines()[0])
+    if not quiet:
+        err.print(f"manifest: {manifest}")
+    return results
 
 
 def _error_for(r) -> str:
