@@ -259,7 +259,9 @@ def render(
     ] = None,
     threads: Annotated[
         int | None,
-        typer.Option(min=1, max=256, help="CPU threads for torch (per worker with --ray; 1 there)."),
+        typer.Option(
+            min=1, max=256, help="CPU threads for torch (per worker with --ray; 1 there)."
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summaries.")] = False,
 ) -> None:
