@@ -106,22 +106,33 @@ class GriffinLim:
         self.seed = seed
 
     def __call__(self, mel: torch.Tensor, init_audio: torch.Tensor | None = None) -> torch.Tensor:
-        mag = mel_to_linear(mel)  # (T, 513)
-        gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        phase = torch.rand(mag.shape, generator=gen).to(mag.device) * (2 * math.pi)
-        spec = torch.polar(mag, phase)
-        if init_audio is not None and init_audio.numel() >= audio.WIN:
-            # Continue the phase of audio already emitted, so the seam stays coherent.
-            known = stft(init_audio.to(mag.device).float())[: init_audio.numel() // audio.HOP - 1]
-            k = min(known.shape[0], spec.shape[0])
-            spec[:k] = torch.polar(mag[:k], known[:k].angle())
-        prev = spec
-        for _ in range(self.iters):
-            rebuilt = stft(istft(spec))
-            accel = rebuilt + self.momentum * (rebuilt - prev)
-            prev = rebuilt
-            spec = torch.polar(mag, accel.angle())
-        return istft(spec).float()
+        return griffin_lim(mel_to_linear(mel), self.iters, self.momentum, self.seed, init_audio)
+
+
+def griffin_lim(
+    mag: torch.Tensor,
+    iters: int = 32,
+    momentum: float = 0.99,
+    seed: int = 0,
+    init_audio: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Fast Griffin-Lim: linear magnitude [T, 513] → audio [T·320] float32 whose STFT magnitude
+    approaches ``mag``. ``init_audio``: audio already emitted just before (its phase is continued,
+    so a streamed seam stays coherent)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    phase = torch.rand(mag.shape, generator=gen).to(mag.device) * (2 * math.pi)
+    spec = torch.polar(mag, phase)
+    if init_audio is not None and init_audio.numel() >= audio.WIN:
+        known = stft(init_audio.to(mag.device).float())[: init_audio.numel() // audio.HOP - 1]
+        k = min(known.shape[0], spec.shape[0])
+        spec[:k] = torch.polar(mag[:k], known[:k].angle())
+    prev = spec
+    for _ in range(iters):
+        rebuilt = stft(istft(spec))
+        accel = rebuilt + momentum * (rebuilt - prev)
+        prev = rebuilt
+        spec = torch.polar(mag, accel.angle())
+    return istft(spec).float()
 
 
 class OnnxInverter:

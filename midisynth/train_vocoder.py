@@ -23,7 +23,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +133,19 @@ class VocoderTrainConfig:
     log_every: int = 25
     seed: int = 0
     threads: int | None = None
+    vocoder: dict = field(default_factory=dict)  # VocoderConfig fields of a new model
+
+
+def magnitude_loss(log_mag: torch.Tensor, wave: torch.Tensor) -> torch.Tensor:
+    """griffin-lim mode: L1 of log magnitudes + spectral convergence against the crops' own STFT
+    (front-end framing, ``inverter.stft``); log_mag (B, T, 513), wave (B, T·320). Scalar."""
+    from .inverter import stft
+
+    target = stft(wave).abs()[:, : log_mag.shape[1]]  # (B, T, 513)
+    pred = log_mag.clamp(max=12.0).exp()
+    l1 = (log_mag - torch.log(target + 1e-5)).abs().mean()
+    sc = torch.linalg.norm(target - pred) / torch.linalg.norm(target).clamp_min(1e-5)
+    return l1 + sc
 
 
 def _crops(pieces: list[np.ndarray], rng: np.random.Generator, n: int) -> torch.Tensor:
@@ -159,7 +172,7 @@ def train(cfg: VocoderTrainConfig, log=print) -> Path:
     torch.manual_seed(cfg.seed)
     folder = Path(cfg.data)
     pieces, val = load_audio_set(folder), load_audio_set(folder, "val")
-    model = load_vocoder(cfg.resume) if cfg.resume else Vocoder(VocoderConfig())
+    model = load_vocoder(cfg.resume) if cfg.resume else Vocoder(VocoderConfig(**cfg.vocoder))
     model.train().requires_grad_(True)
     ema = Vocoder(model.config)
     ema.load_state_dict(model.state_dict())
@@ -220,8 +233,11 @@ def train(cfg: VocoderTrainConfig, log=print) -> Path:
             )
         wave = _crops(pieces, rng, cfg.batch_size)
         mel = crop_mels(wave)
-        pred = model(mel)
-        loss = stft_loss(pred, wave) + cfg.mel_weight * mel_loss(pred, mel)
+        if model.config.phase == "griffin-lim":  # magnitudes only: no phase, no iSTFT to learn
+            loss = magnitude_loss(model.log_magnitude(mel), wave)
+        else:
+            pred = model(mel)
+            loss = stft_loss(pred, wave) + cfg.mel_weight * mel_loss(pred, mel)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -256,6 +272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--max-minutes", type=float, default=60.0)
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=VocoderTrainConfig.lr)
+    t.add_argument(
+        "--vocoder",
+        default="{}",
+        help='VocoderConfig of a new model, JSON: {"phase": "griffin-lim"}',
+    )
     args = ap.parse_args(argv)
     if args.cmd == "build":
         fonts = [str(synth.find_soundfont(f)) for f in (args.soundfont or [None])]
@@ -277,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_minutes=args.max_minutes,
         threads=args.threads,
         batch_size=args.batch_size,
+        lr=args.lr,
+        vocoder=json.loads(args.vocoder),
     )
     print(train(cfg))
     return 0

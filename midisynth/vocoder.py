@@ -35,6 +35,11 @@ class VocoderConfig:
     kernel: int = 7
     ff_mult: int = 3
     dilations: list[int] = field(default_factory=lambda: [1])  # cycled; 1 = plain ConvNeXt
+    # "predicted": magnitude and phase from the network, one iSTFT (Vocos). "griffin-lim": the
+    # network predicts only the STFT magnitude (a correction of the mel's own smeared spectrum)
+    # and ``gl_iters`` Griffin-Lim iterations find a phase for it — learnable in CPU-minutes.
+    phase: str = "predicted"
+    gl_iters: int = 32
 
 
 class _Block(nn.Module):
@@ -82,21 +87,45 @@ class Vocoder(nn.Module):
             _Block(d, cfg.kernel, dil[i % len(dil)], cfg.ff_mult) for i in range(cfg.layers)
         )
         self.out_norm = nn.LayerNorm(d)
-        self.out = nn.Linear(d, 3 * N_BINS)  # log-magnitude, phase cos, phase sin
+        if cfg.phase not in ("predicted", "griffin-lim"):
+            raise ValueError(
+                f"VocoderConfig.phase must be predicted or griffin-lim, not {cfg.phase!r}"
+            )
+        # predicted: log-magnitude, phase cos, phase sin; griffin-lim: a log-magnitude correction
+        self.out = nn.Linear(d, (3 if cfg.phase == "predicted" else 1) * N_BINS)
 
-    def spectrum(self, mel: Tensor) -> Tensor:
-        """mel (B, T, 128) → complex STFT (B, T, 513)."""
+    def _hidden(self, mel: Tensor) -> Tensor:
         x = (mel.to(self.out.weight.dtype) + MEL_SHIFT) / MEL_SCALE
         h = self.inp_norm(self.inp(x.transpose(1, 2)).transpose(1, 2))  # (B, T, D)
         for blk in self.blocks:
             h = blk(h)
-        logmag, re, im = self.out(self.out_norm(h)).float().chunk(3, dim=-1)
+        return self.out(self.out_norm(h)).float()
+
+    def log_magnitude(self, mel: Tensor) -> Tensor:
+        """griffin-lim mode: mel (B, T, 128) → natural-log STFT magnitude (B, T, 513): the mel's
+        energy spread back over the FFT bins by the filterbank (a smeared spectrum) + the learned
+        correction (sharper harmonics, the right tilt)."""
+        w = audio.mel_filterbank(device=mel.device)  # (513, 128)
+        base = torch.log(mel.float().exp() @ w.T + 1e-5)  # (B, T, 513)
+        return base + self._hidden(mel)
+
+    def spectrum(self, mel: Tensor) -> Tensor:
+        """predicted mode: mel (B, T, 128) → complex STFT (B, T, 513)."""
+        logmag, re, im = self._hidden(mel).chunk(3, dim=-1)
         mag = torch.exp(logmag.clamp(max=8.0))
         norm = torch.sqrt(re**2 + im**2).clamp_min(1e-6)
         return torch.complex(mag * re / norm, mag * im / norm)
 
-    def forward(self, mel: Tensor) -> Tensor:
-        return istft_batch(self.spectrum(mel))
+    def forward(self, mel: Tensor, init_audio: Tensor | None = None) -> Tensor:
+        """mel (B, T, 128) → audio (B, T·320); ``init_audio`` (griffin-lim mode, B = 1): the audio
+        emitted just before, whose phase Griffin-Lim continues."""
+        if self.config.phase == "predicted":
+            return istft_batch(self.spectrum(mel))
+        from .inverter import griffin_lim
+
+        mag = self.log_magnitude(mel).clamp(max=12.0).exp()
+        iters = self.config.gl_iters
+        return torch.stack([griffin_lim(m, iters, init_audio=init_audio) for m in mag])
 
 
 class NeuralInverter:
@@ -110,7 +139,7 @@ class NeuralInverter:
     def __call__(self, mel: Tensor, init_audio: Tensor | None = None) -> Tensor:
         dev = next(self.model.parameters()).device
         with torch.inference_mode():
-            return self.model(mel[None].to(dev).float())[0].float()
+            return self.model(mel[None].to(dev).float(), init_audio)[0].float()
 
 
 def save_vocoder(model: Vocoder, folder: str | os.PathLike, extra: dict | None = None) -> Path:
