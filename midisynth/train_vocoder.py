@@ -134,6 +134,9 @@ class VocoderTrainConfig:
     seed: int = 0
     threads: int | None = None
     vocoder: dict = field(default_factory=dict)  # VocoderConfig fields of a new model
+    # griffin-lim mode: also score the audio after this many (differentiable) Griffin-Lim
+    # iterations, so the magnitudes learn what Griffin-Lim rebuilds well (0 = magnitudes only)
+    through_gl: int = 0
 
 
 def magnitude_loss(log_mag: torch.Tensor, wave: torch.Tensor) -> torch.Tensor:
@@ -234,7 +237,14 @@ def train(cfg: VocoderTrainConfig, log=print) -> Path:
         wave = _crops(pieces, rng, cfg.batch_size)
         mel = crop_mels(wave)
         if model.config.phase == "griffin-lim":  # magnitudes only: no phase, no iSTFT to learn
-            loss = magnitude_loss(model.log_magnitude(mel), wave)
+            log_mag = model.log_magnitude(mel)
+            loss = magnitude_loss(log_mag, wave)
+            if cfg.through_gl:
+                from .inverter import griffin_lim
+
+                mags = log_mag.clamp(max=12.0).exp()
+                pred = torch.stack([griffin_lim(m, cfg.through_gl, seed=step) for m in mags])
+                loss = loss + stft_loss(pred, wave)
         else:
             pred = model(mel)
             loss = stft_loss(pred, wave) + cfg.mel_weight * mel_loss(pred, mel)
@@ -274,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--lr", type=float, default=VocoderTrainConfig.lr)
     t.add_argument(
+        "--through-gl", type=int, default=0, help="griffin-lim mode: GL iterations in the loss"
+    )
+    t.add_argument(
         "--vocoder",
         default="{}",
         help='VocoderConfig of a new model, JSON: {"phase": "griffin-lim"}',
@@ -301,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         vocoder=json.loads(args.vocoder),
+        through_gl=args.through_gl,
     )
     print(train(cfg))
     return 0
