@@ -50,7 +50,9 @@ class FrameTrainConfig:
     name: str = "midisynth-frame"
     description: str = "frame-conditioned midisynth model"
     resume: str | None = None  # model folder to continue (weights, + optimizer state if present)
-    frame: dict[str, Any] = field(default_factory=dict)  # FrameConfig overrides (new models; on resume, changes kept weights fit)
+    frame: dict[str, Any] = field(
+        default_factory=dict
+    )  # FrameConfig overrides (new models; on resume, changes kept weights fit)
     program_map: str = "identity"  # new models
     batch_size: int = 16
     lr: float = 2e-3
@@ -231,15 +233,44 @@ def _setup(cfg: FrameTrainConfig, log=print):
     return model, ema, program_map, history, same_layout
 
 
-def train(cfg: FrameTrainConfig, log=print) -> Path:
-    """One training run; returns the model folder ``cfg.out``."""
-    cache.check_cache(cfg.data)  # before anything is written
+@dataclass
+class _Run:
+    """What one training run holds (made by ``_start``, used by the loop's helpers)."""
+
+    cfg: FrameTrainConfig
+    model: Any
+    ema: Any
+    opt: torch.optim.Optimizer
+    device: torch.device
+    program_map: str
+    history: dict
+    resumed_opt: bool
+    train_set: FrameSampler
+    val: FrameBatch
+    data_info: dict
+    n_params: int
+    log_file: Any
+    writer: csv.DictWriter
+    t0: float = field(default_factory=time.time)
+    val_rows: list = field(default_factory=list)
+
+    @property
+    def step0(self) -> int:
+        return int(self.history.get("steps", 0))
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+
+def _start(cfg: FrameTrainConfig, log) -> _Run:
+    """Model (new or resumed), optimizer (moments restored when the layout is unchanged), the
+    train sampler, the fixed validation batch and the CSV log."""
     t0 = time.time()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
     model, ema, program_map, history, same_layout = _setup(cfg, log)
     device = weights.resolve_device(cfg.device)
     model.to(device).train()
@@ -255,7 +286,6 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
     if resumed_opt:
         ema.load_state_dict(weights.load_model(cfg.resume).model.state_dict())
         ema.to(device)
-
     slots = model.frame.slots
     train_set = FrameSampler(
         cache.load_cache(cfg.data, "train"), program_map, slots, cfg.context_drop
@@ -263,73 +293,104 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
     val_set = FrameSampler(cache.load_cache(cfg.data, "val"), program_map, slots)
     val = val_set.batch(np.random.default_rng(1234), cfg.val_examples, drop=False).to(device)
     index = Path(cfg.data) / "index.json"
-    data_info = json.loads(index.read_text()) if index.is_file() else {}
     n_params = sum(p.numel() for p in model.parameters())
     hours = sum(p.seconds for p in train_set.pieces) / 3600
     log(
         f"[train] FrameNet {n_params / 1e6:.2f} M params, {len(train_set.pieces)} train pieces "
         f"({hours:.2f} h), {len(val_set.pieces)} val pieces, resumed optimizer: {resumed_opt}"
     )
-    step0 = int(history.get("steps", 0))
-    val_rows: list[dict] = list(history.get("val", []))
-    log_path = out / "train_log.csv"
+    log_path = Path(cfg.out) / "train_log.csv"
     fresh = not (cfg.resume and log_path.exists())
     log_file = open(log_path, "w" if fresh else "a", newline="")  # noqa: SIM115
     writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
     if fresh:
         writer.writeheader()
+    return _Run(
+        cfg, model, ema, opt, device, program_map, history, resumed_opt, train_set, val,
+        json.loads(index.read_text()) if index.is_file() else {}, n_params, log_file, writer, t0,
+        list(history.get("val", [])),
+    )  # fmt: skip
 
-    def save(step: int, final: bool) -> None:
-        run = {
-            "steps": step,
-            "wall_minutes": round((time.time() - t0) / 60, 2),
-            "hardware": hardware(),
-            "device": str(device),
-            "batch_size": cfg.batch_size,
-            "lr": cfg.lr,
-            "examples_seen": step * cfg.batch_size,
-            "loss": "L1(prior, x0) + L1 on v, continuous cosine tau ~ U[0,1)",
-            "data": {
-                "cache": str(cfg.data),
-                **{k: data_info.get(k) for k in ("pieces", "hours", "hours_by_source", "settings")},
-            },
-            "resumed_from": cfg.resume,
-            "finished": final,
+
+def _save(run: _Run, step: int, final: bool, log) -> None:
+    """EMA model + provenance + raw weights and optimizer moments (``training_state-*``)."""
+    cfg = run.cfg
+    info = {
+        "steps": step,
+        "wall_minutes": round((time.time() - run.t0) / 60, 2),
+        "hardware": hardware(),
+        "device": str(run.device),
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+        "examples_seen": step * cfg.batch_size,
+        "loss": "L1(prior, x0) + L1 on v, continuous cosine tau ~ U[0,1)",
+        "data": {
+            "cache": str(cfg.data),
+            **{k: run.data_info.get(k) for k in ("pieces", "hours", "hours_by_source", "settings")},
+        },
+        "resumed_from": cfg.resume,
+        "finished": final,
+    }
+    training = {
+        "steps": run.step0 + step,
+        "runs": [*run.history.get("runs", []), info],
+        "val": run.val_rows,
+        "parameters": run.n_params,
+    }
+    extra = {"training": training, "training_state": _save_state(run.out, run.model, run.opt)}
+    weights.save_model(
+        run.ema,
+        run.out,
+        name=cfg.name,
+        description=cfg.description,
+        program_map=run.program_map,
+        extra=extra,
+    )
+    minutes = (time.time() - run.t0) / 60
+    log(f"[train] saved {run.out} at step {run.step0 + step} ({minutes:.1f} min)")
+
+
+def _validate(run: _Run, step: int, log) -> None:
+    row = {"step": run.step0 + step, "minutes": round((time.time() - run.t0) / 60, 1)}
+    row.update({k: round(v, 4) for k, v in validate(run.ema, run.val).items()})
+    run.val_rows.append(row)
+    log(f"[val] {row}")
+
+
+def _log_losses(run: _Run, step: int, lr: float, acc: list, rate: float, log) -> None:
+    m = np.mean(acc, axis=0)
+    run.writer.writerow(
+        {
+            "step": run.step0 + step,
+            "elapsed_s": round(time.time() - run.t0, 1),
+            "lr": f"{lr:.3e}",
+            "loss": round(m[0], 4),
+            "prior_l1": round(m[1], 4),
+            "v_l1": round(m[2], 4),
+            "examples_per_s": round(rate, 1),
         }
-        training = {
-            "steps": step0 + step,
-            "runs": [*history.get("runs", []), run],
-            "val": val_rows,
-            "parameters": n_params,
-        }
-        extra = {"training": training, "training_state": _save_state(out, model, opt)}
-        weights.save_model(
-            ema,
-            out,
-            name=cfg.name,
-            description=cfg.description,
-            program_map=program_map,
-            extra=extra,
-        )
-        log(f"[train] saved {out} at step {step0 + step} ({(time.time() - t0) / 60:.1f} min)")
+    )
+    run.log_file.flush()
+    total = run.step0 + step
+    log(f"[train] step {total} loss {m[0]:.4f} prior {m[1]:.4f} v {m[2]:.4f} {rate:.1f} ex/s")
 
-    def run_validation(step: int) -> None:
-        row = {"step": step0 + step, "minutes": round((time.time() - t0) / 60, 1)}
-        row.update({k: round(v, 4) for k, v in validate(ema, val).items()})
-        val_rows.append(row)
-        log(f"[val] {row}")
 
-    batches = _prefetch(train_set, cfg.seed + step0, cfg.batch_size)
-    ema_p, model_p = list(ema.parameters()), list(model.parameters())
+def train(cfg: FrameTrainConfig, log=print) -> Path:
+    """One training run; returns the model folder ``cfg.out``."""
+    cache.check_cache(cfg.data)  # before anything is written
+    run = _start(cfg, log)
+    model, opt, device = run.model, run.opt, run.device
+    batches = _prefetch(run.train_set, cfg.seed + run.step0, cfg.batch_size)
+    ema_p, model_p = list(run.ema.parameters()), list(model.parameters())
     last_save, t_log, seen, acc = time.time(), time.time(), 0, []
     step = 0
     while step < cfg.steps:
-        minutes = (time.time() - t0) / 60
+        minutes = (time.time() - run.t0) / 60
         if cfg.max_minutes is not None and minutes > cfg.max_minutes:
             log(f"[train] time limit of {cfg.max_minutes} min reached")
             break
         b = batches.get().to(device)
-        lr = lr_at(step0 + step if resumed_opt else step, cfg, minutes)
+        lr = lr_at(run.step0 + step if run.resumed_opt else step, cfg, minutes)
         for g in opt.param_groups:
             g["lr"] = lr
         tau = torch.rand(b.target.shape[0], device=device)
@@ -340,42 +401,23 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         step += 1
-        d = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            torch._foreach_lerp_(ema_p, model_p, 1 - d)
+            torch._foreach_lerp_(ema_p, model_p, 1 - min(cfg.ema_decay, (1 + step) / (10 + step)))
         seen += b.target.shape[0]
-        acc.append(
-            (float(loss.detach()), float(prior_l1.detach().mean()), float(v_l1.detach().mean()))
-        )
+        acc.append((loss.item(), prior_l1.mean().item(), v_l1.mean().item()))
         if step % cfg.log_every == 0:
-            m = np.mean(acc, axis=0)
-            rate = seen / (time.time() - t_log)
-            writer.writerow(
-                {
-                    "step": step0 + step,
-                    "elapsed_s": round(time.time() - t0, 1),
-                    "lr": f"{lr:.3e}",
-                    "loss": round(m[0], 4),
-                    "prior_l1": round(m[1], 4),
-                    "v_l1": round(m[2], 4),
-                    "examples_per_s": round(rate, 1),
-                }
-            )
-            log_file.flush()
-            log(
-                f"[train] step {step0 + step} loss {m[0]:.4f} prior {m[1]:.4f} v {m[2]:.4f} {rate:.1f} ex/s"
-            )
+            _log_losses(run, step, lr, acc, seen / (time.time() - t_log), log)
             t_log, seen, acc = time.time(), 0, []
         if step % cfg.val_every == 0:
-            run_validation(step)
+            _validate(run, step, log)
         if time.time() - last_save > cfg.checkpoint_minutes * 60:
-            save(step, final=False)
+            _save(run, step, False, log)
             last_save = time.time()
-    if not val_rows or val_rows[-1]["step"] != step0 + step:
-        run_validation(step)
-    save(step, final=True)
-    log_file.close()
-    return out
+    if not run.val_rows or run.val_rows[-1]["step"] != run.step0 + step:
+        _validate(run, step, log)
+    _save(run, step, True, log)
+    run.log_file.close()
+    return run.out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
