@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from . import audio, cache, synth
 from .midi import read_midi
@@ -168,12 +169,65 @@ def crop_mels(wave: torch.Tensor) -> torch.Tensor:
     return audio.log_mel(wave, compute_dtype=torch.float32)[:, :CROP_FRAMES]
 
 
+def _load_train_state(folder: Path, model: Vocoder, opt: torch.optim.Optimizer) -> None:
+    """Raw weights and AdamW moments from ``train_state.safetensors`` (written by ``_save``)."""
+    from safetensors.torch import load_file
+
+    st = load_file(str(folder / "train_state.safetensors"))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(st[f"raw.{n}"])
+    for n, p in params.items():
+        opt.state[p] = {
+            "step": st[f"step.{n}"][0],
+            "exp_avg": st[f"m.{n}"],
+            "exp_avg_sq": st[f"v.{n}"],
+        }
+
+
+def _save(out: Path, ema: Vocoder, model: Vocoder, opt, meta: dict) -> None:
+    """The EMA vocoder (+ ``meta``) and, beside it, raw weights + optimizer moments (never
+    committed: ``train_state.safetensors``)."""
+    from safetensors.torch import save_file
+
+    save_vocoder(ema, out, meta)
+    names = {p: n for n, p in model.named_parameters()}
+    st = {f"raw.{n}": p.detach().contiguous() for n, p in model.named_parameters()}
+    for p, s in opt.state.items():
+        st[f"m.{names[p]}"], st[f"v.{names[p]}"] = s["exp_avg"], s["exp_avg_sq"]
+        st[f"step.{names[p]}"] = torch.as_tensor(s["step"], dtype=torch.float32).reshape(1)
+    save_file(st, str(out / "train_state.safetensors"))
+
+
+def _loss(model: Vocoder, cfg: VocoderTrainConfig, wave: Tensor, mel: Tensor, step: int) -> Tensor:
+    if model.config.phase == "griffin-lim":  # magnitudes only: no phase, no iSTFT to learn
+        log_mag = model.log_magnitude(mel)
+        loss = magnitude_loss(log_mag, wave)
+        if cfg.through_gl:
+            from .inverter import griffin_lim
+
+            mags = log_mag.clamp(max=12.0).exp()
+            pred = torch.stack([griffin_lim(m, cfg.through_gl, seed=step) for m in mags])
+            loss = loss + stft_loss(pred, wave)
+        return loss
+    pred = model(mel)
+    return stft_loss(pred, wave) + cfg.mel_weight * mel_loss(pred, mel)
+
+
+def _lr(cfg: VocoderTrainConfig, step: int, minutes: float) -> float:
+    """200-step warmup, then cosine decay to 10 % at ``max_minutes``."""
+    frac = min(1.0, minutes / cfg.max_minutes) if cfg.max_minutes else 0.0
+    return cfg.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
+
+
 def train(cfg: VocoderTrainConfig, log=print) -> Path:
+    """One training run (new, or continued from ``cfg.resume``); returns the folder ``cfg.out``."""
     t0 = time.time()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    folder = Path(cfg.data)
+    folder, out = Path(cfg.data), Path(cfg.out)
     pieces, val = load_audio_set(folder), load_audio_set(folder, "val")
     model = load_vocoder(cfg.resume) if cfg.resume else Vocoder(VocoderConfig(**cfg.vocoder))
     model.train().requires_grad_(True)
@@ -181,73 +235,36 @@ def train(cfg: VocoderTrainConfig, log=print) -> Path:
     ema.load_state_dict(model.state_dict())
     ema.eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
-    out = Path(cfg.out)
-    state_file = Path(cfg.resume or out) / "train_state.safetensors"
-    step0 = 0
-    if cfg.resume and state_file.is_file():
-        from safetensors.torch import load_file
-
-        st = load_file(str(state_file))
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(st[f"raw.{n}"])
-        for n, p in params.items():
-            opt.state[p] = {
-                "step": st[f"step.{n}"][0],
-                "exp_avg": st[f"m.{n}"],
-                "exp_avg_sq": st[f"v.{n}"],
-            }
-    if cfg.resume:
-        step0 = int(json.loads((Path(cfg.resume) / "vocoder.json").read_text()).get("steps", 0))
+    meta = json.loads((Path(cfg.resume) / "vocoder.json").read_text()) if cfg.resume else {}
+    if cfg.resume and (Path(cfg.resume) / "train_state.safetensors").is_file():
+        _load_train_state(Path(cfg.resume), model, opt)
+    step0, history = int(meta.get("steps", 0)), list(meta.get("val", []))
     rng = np.random.default_rng(cfg.seed + step0)
     val_wave = _crops(val, np.random.default_rng(1234), 16)
     val_mel = crop_mels(val_wave)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"[vocoder] {n_params / 1e6:.2f} M params, {len(pieces)} pieces, resumed from {cfg.resume}")
-    history: list[dict] = []
-
-    def save(step: int) -> None:
-        from safetensors.torch import save_file
-
-        with torch.no_grad():
-            pred = ema(val_mel)
-            v = {"stft": float(stft_loss(pred, val_wave)), "mel": float(mel_loss(pred, val_mel))}
-        history.append({"step": step0 + step, "minutes": round((time.time() - t0) / 60, 1), **v})
-        save_vocoder(ema, out, {"steps": step0 + step, "val": history, "train": asdict(cfg)})
-        names = {p: n for n, p in model.named_parameters()}
-        st = {f"raw.{n}": p.detach().contiguous() for n, p in model.named_parameters()}
-        for p, s in opt.state.items():
-            st[f"m.{names[p]}"], st[f"v.{names[p]}"] = s["exp_avg"], s["exp_avg_sq"]
-            st[f"step.{names[p]}"] = torch.as_tensor(s["step"], dtype=torch.float32).reshape(1)
-        save_file(st, str(out / "train_state.safetensors"))
-        log(f"[vocoder] saved at step {step0 + step}: val {v}")
-
     ema_p, model_p = list(ema.parameters()), list(model.parameters())
     last, step, acc = time.time(), 0, []
-    while step < cfg.steps:
+    while True:
         minutes = (time.time() - t0) / 60
-        if cfg.max_minutes is not None and minutes > cfg.max_minutes:
-            break
-        frac = min(1.0, minutes / cfg.max_minutes) if cfg.max_minutes else 0.0
-        for g in opt.param_groups:
-            g["lr"] = (
-                cfg.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
+        done = step >= cfg.steps or (cfg.max_minutes is not None and minutes > cfg.max_minutes)
+        if done or time.time() - last > cfg.checkpoint_minutes * 60:
+            with torch.no_grad():
+                pred = ema(val_mel)
+            v = {"stft": float(stft_loss(pred, val_wave)), "mel": float(mel_loss(pred, val_mel))}
+            history.append({"step": step0 + step, "minutes": round(minutes, 1), **v})
+            _save(
+                out, ema, model, opt, {"steps": step0 + step, "val": history, "train": asdict(cfg)}
             )
+            log(f"[vocoder] saved at step {step0 + step}: val {v}")
+            last = time.time()
+        if done:
+            return out
+        for g in opt.param_groups:
+            g["lr"] = _lr(cfg, step, minutes)
         wave = _crops(pieces, rng, cfg.batch_size)
-        mel = crop_mels(wave)
-        if model.config.phase == "griffin-lim":  # magnitudes only: no phase, no iSTFT to learn
-            log_mag = model.log_magnitude(mel)
-            loss = magnitude_loss(log_mag, wave)
-            if cfg.through_gl:
-                from .inverter import griffin_lim
-
-                mags = log_mag.clamp(max=12.0).exp()
-                pred = torch.stack([griffin_lim(m, cfg.through_gl, seed=step) for m in mags])
-                loss = loss + stft_loss(pred, wave)
-        else:
-            pred = model(mel)
-            loss = stft_loss(pred, wave) + cfg.mel_weight * mel_loss(pred, mel)
+        loss = _loss(model, cfg, wave, crop_mels(wave), step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -255,15 +272,10 @@ def train(cfg: VocoderTrainConfig, log=print) -> Path:
         step += 1
         with torch.no_grad():
             torch._foreach_lerp_(ema_p, model_p, 1 - min(cfg.ema_decay, (1 + step) / (10 + step)))
-        acc.append(float(loss.detach()))
+        acc.append(loss.item())
         if step % cfg.log_every == 0:
             log(f"[vocoder] step {step0 + step} loss {np.mean(acc):.4f}")
             acc = []
-        if time.time() - last > cfg.checkpoint_minutes * 60:
-            save(step)
-            last = time.time()
-    save(step)
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,7 +68,8 @@ def test_training_smoke_and_resume(tmp_path, monkeypatch):
         ),
         log=lambda *_: None,
     )
-    assert json.loads((again / "vocoder.json").read_text())["steps"] == 5
+    meta2 = json.loads((again / "vocoder.json").read_text())
+    assert meta2["steps"] == 5 and [v["step"] for v in meta2["val"]] == [3, 5]  # history kept
 
 
 def test_a_vocoder_folder_is_an_inverter(tmp_path):
