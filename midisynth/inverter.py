@@ -82,10 +82,16 @@ def mel_to_linear(mel: torch.Tensor, iters: int = 30) -> torch.Tensor:
     magnitudes, which Griffin-Lim turns into noise).
     """
     w = audio.mel_filterbank(device=mel.device)  # (513, 128)
-    m = mel.float().exp()  # (T, 128)
+    start = (mel.float().exp() @ w.T).clamp_min(1e-8)  # positive; the updates keep it so
+    return refine_magnitude(start, mel, iters)
+
+
+def refine_magnitude(s: torch.Tensor, mel: torch.Tensor, iters: int) -> torch.Tensor:
+    """``iters`` multiplicative NNLS updates of a magnitude s [T, 513] ≥ 0 towards S @ W = exp(mel)
+    (mel [T, 128] log-mel): zeros stay zero, so a start with sharp harmonics keeps them."""
+    w = audio.mel_filterbank(device=mel.device)  # (513, 128)
     wwt = w @ w.T  # (513, 513)
-    mwt = m @ w.T  # (T, 513)
-    s = mwt.clamp_min(1e-8)  # positive start; the updates keep it non-negative
+    mwt = mel.float().exp() @ w.T  # (T, 513)
     for _ in range(iters):
         s = s * mwt / (s @ wwt + 1e-10)
     return s

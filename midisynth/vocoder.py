@@ -40,6 +40,9 @@ class VocoderConfig:
     # and ``gl_iters`` Griffin-Lim iterations find a phase for it — learnable in CPU-minutes.
     phase: str = "predicted"
     gl_iters: int = 32
+    # griffin-lim mode: multiplicative NNLS updates, started from the network's magnitudes, that
+    # pull them back into agreement with the input mel (the mel is what we know for sure)
+    refine_iters: int = 10
 
 
 class _Block(nn.Module):
@@ -121,11 +124,14 @@ class Vocoder(nn.Module):
         emitted just before, whose phase Griffin-Lim continues."""
         if self.config.phase == "predicted":
             return istft_batch(self.spectrum(mel))
-        from .inverter import griffin_lim
+        from .inverter import griffin_lim, refine_magnitude
 
         mag = self.log_magnitude(mel).clamp(max=12.0).exp()
-        iters = self.config.gl_iters
-        return torch.stack([griffin_lim(m, iters, init_audio=init_audio) for m in mag])
+        cfg = self.config
+        mag = torch.stack(
+            [refine_magnitude(s, m, cfg.refine_iters) for s, m in zip(mag, mel, strict=True)]
+        )
+        return torch.stack([griffin_lim(m, cfg.gl_iters, init_audio=init_audio) for m in mag])
 
 
 class NeuralInverter:
