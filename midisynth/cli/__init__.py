@@ -1,0 +1,62 @@
+"""The `midisynth` command line: a thin Typer layer over the library.
+
+Everything heavy (torch, the model) is imported inside the commands so that `--help` is instant.
+Expected failures (bad MIDI, missing model, bad flag values) print one line and exit non-zero;
+tracebacks are for bugs only.
+
+``rendering.py`` holds the render command, ``tools.py`` the others, ``common.py`` what they share;
+this module makes the app, registers the commands in the order ``--help`` lists them, and runs it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .common import Normalize, Sampler, err
+from .rendering import render
+from .tools import cache, download, evaluate, inspect, invert, models, programs, serve, train
+
+__all__ = ["Normalize", "Sampler", "app", "main"]
+
+app = typer.Typer(
+    name="midisynth",
+    help="Render MIDI to audio with the spectrogram-diffusion neural synthesizer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(inspect)
+app.command()(render)
+app.command()(models)
+app.command()(programs)
+app.command()(download)
+app.command()(train)
+app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)(cache)  # its options are cache.main's, passed through as they are
+app.command()(serve)
+app.command()(invert)
+app.command()(evaluate)
+
+
+def _stop_on_signal(signum: int, _frame) -> None:
+    # SIGTERM/SIGHUP (timeout, Docker, systemd, Slurm, Ray) unwind like Ctrl-C: every writer's
+    # `except (KeyboardInterrupt, SystemExit)` removes its temporaries on the way out.
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    import signal
+
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, _stop_on_signal)
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("[bold red]error:[/] interrupted")
+        sys.exit(130)
