@@ -19,7 +19,7 @@ import torch
 
 from midisynth import diffusion
 from midisynth.model import ModelConfig, SpectrogramDiffusion
-from midisynth.train import MODEL_PRESETS
+from midisynth.model_init import MODEL_PRESETS
 
 SIZES = {name: ModelConfig(**dims, dropout=0.0) for name, dims in MODEL_PRESETS.items()}
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 from helpers import SONG, additive, make_midi
 
-from midisynth import audio, data, train, weights
+from midisynth import audio, data, model_init, train, weights
 from midisynth.cache import Piece, load_cache, mel_of, notes_to_array, save_shard
 from midisynth.midi import Note
+from midisynth.model import ModelConfig
 from midisynth.render import RenderOptions, render
 
 
@@ -100,13 +101,13 @@ def test_state_round_trip(cache, tmp_path):
     cfg = tiny_config(cache, tmp_path)
     from midisynth.tokens import Codec
 
-    model = train.build_model(cfg, Codec(num_velocity_bins=8))
+    model = model_init.build_model(cfg, Codec(num_velocity_bins=8))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
     loss = sum(p.sum() for p in model.parameters() if p.requires_grad)
     loss.backward()
     opt.step()
     train._save_state(tmp_path, model, opt)
-    model2 = train.build_model(cfg, Codec(num_velocity_bins=8))
+    model2 = model_init.build_model(cfg, Codec(num_velocity_bins=8))
     opt2 = torch.optim.AdamW([p for p in model2.parameters() if p.requires_grad])
     assert train._load_state(tmp_path, model2, opt2)
     for (n, a), b in zip(model.named_parameters(), model2.parameters(), strict=True):
@@ -119,7 +120,7 @@ def test_validation_loss_is_deterministic(cache):
     from midisynth.tokens import Codec
 
     cfg = tiny_config(cache, "unused")
-    model = train.build_model(cfg, Codec(num_velocity_bins=8))
+    model = model_init.build_model(cfg, Codec(num_velocity_bins=8))
     exs = data.fixed_examples(load_cache(cache, "val"), 3, codec=Codec(num_velocity_bins=8))
     a = train.validation_loss(model, exs, torch.device("cpu"))
     b = train.validation_loss(model, exs, torch.device("cpu"))
@@ -172,8 +173,10 @@ def test_skip_init_starts_at_the_high_noise_answer(d_model):
     cfg = train.TrainConfig(
         model="tiny", model_overrides={"d_model": d_model}, prediction_type="epsilon"
     )
-    model = train.build_model(cfg, Codec(num_velocity_bins=8)).eval()
-    plain = train.build_model(dataclasses.replace(cfg, skip_init=False), Codec(num_velocity_bins=8))
+    model = model_init.build_model(cfg, Codec(num_velocity_bins=8)).eval()
+    plain = model_init.build_model(
+        dataclasses.replace(cfg, skip_init=False), Codec(num_velocity_bins=8)
+    )
     ids = torch.randint(3, 1300, (2, 40))
     ctx, mask = torch.zeros(2, 256, 128), torch.zeros(2, 256, dtype=torch.bool)
     x0, noise = torch.rand(2, 256, 128) * 2 - 1, torch.randn(2, 256, 128)
@@ -209,7 +212,7 @@ def test_denoise_loss_target(kind):
     targets = {"epsilon": noise, "v_prediction": a * noise - s * x0}
 
     class Stand:
-        config = dataclasses.replace(train.ModelConfig.tiny(), prediction_type=kind)
+        config = dataclasses.replace(ModelConfig.tiny(), prediction_type=kind)
 
         def __init__(self, answer):
             self.answer = answer
@@ -239,7 +242,7 @@ def test_time_codes_align_shift_tokens_with_decoder_frames():
     from midisynth.tokens import Codec
 
     codec = Codec(num_velocity_bins=8)
-    model = train.build_model(train.TrainConfig(model="tiny"), codec)
+    model = model_init.build_model(train.TrainConfig(model="tiny"), codec)
     dec = model.decoder.position_encoding.weight.detach()  # (256, 64)
     emb = model.notes_encoder.token_embedder.weight.detach()
     d = model.config.d_model
@@ -254,7 +257,7 @@ def test_time_codes_align_shift_tokens_with_decoder_frames():
     assert cos(dec[100], dec[101], dim=0) > 0.8 > 0.5 > cos(dec[100], dec[200], dim=0)
     other = model.notes_encoder.position_encoding.weight
     assert not torch.allclose(other[:256], dec)  # each table has its own phases / permutation
-    plain = train.build_model(train.TrainConfig(model="tiny", time_codes=False), codec)
+    plain = model_init.build_model(train.TrainConfig(model="tiny", time_codes=False), codec)
     shift = plain.notes_encoder.token_embedder.weight[codec.token_id("shift", 100)].detach()
     assert abs(float(cos(shift, plain.decoder.position_encoding.weight[50], dim=0))) < 0.5
 
