@@ -1,11 +1,12 @@
-"""Model registry, Hub download, conversion of the diffusers layout, checksums and `load_model`.
+"""Model registry, devices and dtypes, midisynth model folders (save, verify, load) and `load_model`.
 
 midisynth's own checkpoint format is plain data: a folder with ``config.json`` (ModelConfig, codec,
 program mapping, inverter, sha256 of every weight file, provenance) and one or more
 ``*.safetensors`` files (keys ``notes_encoder.*``, ``continuous_encoder.*``, ``decoder.*``, i.e. the
 diffusers key names under a module prefix). A folder in the official diffusers layout
 (``model_index.json`` + ``notes_encoder/`` ``continuous_encoder/`` ``decoder/`` with
-``diffusion_pytorch_model.bin``) is accepted too and converted once, with strict key and shape checks.
+``diffusion_pytorch_model.bin``) is accepted too and converted once, with strict key and shape checks;
+that conversion and the Hub download are in ``official.py``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,16 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FORMAT = "midisynth-1"
 CONFIG_FILE = "config.json"
-SUBMODULES = ("notes_encoder", "continuous_encoder", "decoder")
-DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.bin"
-# Files of the official diffusers layout that midisynth needs (nothing else is downloaded).
-OFFICIAL_FILES = (
-    "model_index.json",
-    *(f"{m}/config.json" for m in SUBMODULES),
-    *(f"{m}/{DIFFUSERS_WEIGHTS}" for m in SUBMODULES),
-    "scheduler/scheduler_config.json",
-    "melgan/model.onnx",
-)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_DIR = REPO_ROOT / "weights"
 
@@ -226,35 +214,6 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
     return ModelConfig(**d)
 
 
-def model_config_from_diffusers(notes: dict, cont: dict, dec: dict) -> ModelConfig:
-    """ModelConfig from the three diffusers config.json files (values checked for consistency)."""
-    from .model import ModelConfig
-
-    for key in ("d_model", "num_heads", "d_kv", "d_ff"):
-        vals = {notes[key], cont[key], dec[key]}
-        if len(vals) != 1:
-            raise ModelError(f"diffusers configs disagree on {key}: {sorted(vals)}")
-    if notes.get("feed_forward_proj", "gated-gelu") != "gated-gelu":
-        raise ModelError(f"unsupported feed_forward_proj {notes['feed_forward_proj']!r}")
-    if notes["num_layers"] != cont["num_layers"]:
-        raise ModelError("notes and context encoders have different depths (not supported)")
-    return ModelConfig(
-        d_model=dec["d_model"],
-        num_heads=dec["num_heads"],
-        d_kv=dec["d_kv"],
-        d_ff=dec["d_ff"],
-        num_encoder_layers=notes["num_layers"],
-        num_decoder_layers=dec["num_layers"],
-        vocab_size=notes["vocab_size"],
-        max_tokens=notes["max_length"],
-        input_dims=dec["input_dims"],
-        targets_length=dec["targets_length"],
-        context_length=cont["targets_context_length"],
-        max_decoder_noise_time=float(dec["max_decoder_noise_time"]),
-        dropout=float(dec.get("dropout_rate", 0.1)),
-    )
-
-
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     """Strict key and shape check, with a one-line summary of what differs."""
     expected = model.state_dict()
@@ -274,101 +233,14 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], whe
             )
 
 
-# --------------------------------------------------------------------------------------------
-# Conversion of the official diffusers layout
-
-
-def is_diffusers_layout(path: Path) -> bool:
-    return (path / "model_index.json").is_file() or all(
-        (path / m / "config.json").is_file() for m in SUBMODULES
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file's contents; a missing or unreadable file is a one-line ModelError."""
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise ModelError(f"{path}: file missing") from None
     except (OSError, ValueError) as e:
         raise ModelError(f"{path}: unreadable JSON ({e})") from None
-
-
-def _torch_load(path: Path) -> dict[str, torch.Tensor]:
-    import torch
-
-    if not path.is_file():
-        raise ModelError(f"{path}: weight file missing")
-    try:
-        # weights_only: the diffusers files are pickles; never execute code from them.
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - any failure here means a damaged file
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelError(f"{path}: damaged or truncated weight file ({msg})") from None
-    if not isinstance(state, dict):
-        raise ModelError(f"{path}: not a state dict")
-    return state
-
-
-def convert_diffusers(src: Path, dst: Path, *, name: str = "official") -> Path:
-    """Convert a diffusers-layout folder into a midisynth folder at `dst` (atomically).
-
-    Keys and shapes are checked strictly against midisynth's modules; the sha256 of every source
-    file is recorded in the new config.json as provenance.
-    """
-    import torch
-    from safetensors.torch import save_file
-
-    from .model import SpectrogramDiffusion
-
-    cfgs = {m: _read_json(src / m / "config.json") for m in SUBMODULES}
-    config = model_config_from_diffusers(
-        cfgs["notes_encoder"], cfgs["continuous_encoder"], cfgs["decoder"]
-    )
-    with torch.device("meta"):
-        model = SpectrogramDiffusion(config)
-    merged: dict[str, torch.Tensor] = {}
-    sources: dict[str, str] = {}
-    for m in SUBMODULES:
-        f = src / m / DIFFUSERS_WEIGHTS
-        state = _torch_load(f)
-        check_state_dict(getattr(model, m), state, f"{src.name}/{m}")
-        sources[f"{m}/{DIFFUSERS_WEIGHTS}"] = sha256_file(f)
-        merged.update({f"{m}.{k}": v.contiguous() for k, v in state.items()})
-    scheduler = {}
-    if (src / "scheduler" / "scheduler_config.json").is_file():
-        scheduler = _read_json(src / "scheduler" / "scheduler_config.json")
-    inverter: dict[str, Any] = {"type": "griffin-lim"}
-    onnx = src / "melgan" / "model.onnx"
-
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
-        save_file(merged, str(tmp / "model.safetensors"))
-        if onnx.is_file():
-            shutil.copyfile(onnx, tmp / "melgan.onnx")
-            sources["melgan/model.onnx"] = sha256_file(onnx)
-            inverter = {"type": "soundstream-onnx", "file": "melgan.onnx"}
-        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
-        meta = {
-            "format": FORMAT,
-            "name": name,
-            "description": "converted from the diffusers layout",
-            "model": asdict(config),
-            "codec": {"num_velocity_bins": 1},
-            "program_map": "slakh",
-            "inverter": inverter,
-            "scheduler": scheduler,
-            "files": files,
-            "provenance": {"converted_from": str(src), "source_sha256": sources},
-        }
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dst
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,7 +364,7 @@ def _load_midisynth_folder(
 ) -> tuple[dict, dict]:
     from safetensors import safe_open
 
-    meta = _read_json(path / CONFIG_FILE)
+    meta = read_json(path / CONFIG_FILE)
     if meta.get("format") != FORMAT:
         raise ModelError(
             f"{path}: not a midisynth model (config.json format={meta.get('format')!r})"
@@ -557,74 +429,16 @@ def model_settings(name_or_path: str | os.PathLike | None = None) -> dict[str, A
     """The token codec and program mapping a model expects, read from its config.json only
     (no weights, no download). The released model's settings for the official entry and for
     folders in the diffusers layout."""
+    from .official import is_diffusers_layout
+
     name, path, entry = resolve(name_or_path)
     if path is None or is_diffusers_layout(path) or not (path / CONFIG_FILE).is_file():
         return dict(RELEASED_SETTINGS)
-    meta = _read_json(path / CONFIG_FILE)
+    meta = read_json(path / CONFIG_FILE)
     return {
         "codec": meta.get("codec") or RELEASED_SETTINGS["codec"],
         "program_map": meta.get("program_map", "slakh"),
     }
-
-
-def download_official(entry: RegistryEntry, *, progress: bool = True) -> Path:
-    """Download the needed files of a Hub entry (honours HF_HOME/HF_HUB_CACHE/HF_HUB_OFFLINE).
-
-    Returns the local snapshot folder (diffusers layout).
-    """
-    from huggingface_hub import hf_hub_download
-
-    assert entry.repo_id is not None
-    folder: Path | None = None
-    try:
-        for f in OFFICIAL_FILES:
-            local = hf_hub_download(entry.repo_id, f, revision=entry.revision)
-            folder = Path(local).parents[len(Path(f).parts) - 1]
-    except Exception as e:  # noqa: BLE001 - offline, DNS, HTTP, missing file: all mean "not here"
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelError(
-            f"cannot download {entry.repo_id} ({why}); without network, download the repository "
-            f"elsewhere (hf download {entry.repo_id}) and pass its folder: "
-            f"--model /path/to/music-spectrogram-diffusion"
-        ) from None
-    assert folder is not None
-    return folder
-
-
-def _converted_path(src: Path) -> Path:
-    key = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:12]
-    return cache_dir() / "converted" / f"{src.name}-{key}"
-
-
-def ensure_midisynth_folder(name: str, path: Path) -> Path:
-    """A diffusers folder is converted once (cached); a midisynth folder is returned as is."""
-    if (path / CONFIG_FILE).is_file() and not is_diffusers_layout(path):
-        return path
-    if not is_diffusers_layout(path):
-        raise ModelError(
-            f"{path}: neither a midisynth model (config.json) nor a diffusers folder (model_index.json)"
-        )
-    dst = _converted_path(path)
-    stamp = {m: (path / m / DIFFUSERS_WEIGHTS) for m in SUBMODULES}
-    if (dst / CONFIG_FILE).is_file():
-        meta = _read_json(dst / CONFIG_FILE)
-        # Reuse the conversion only while the sources are the files it was made from (size+mtime
-        # is a cheap proxy; the full sha256 was checked at conversion time).
-        if meta.get("provenance", {}).get("source_stat") == _stat(stamp.values()):
-            return dst
-    convert_diffusers(path, dst, name=name)
-    meta = _read_json(dst / CONFIG_FILE)
-    meta["provenance"]["source_stat"] = _stat(stamp.values())
-    (dst / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return dst
-
-
-def _stat(paths: Iterable[Path]) -> list[list[int]]:
-    out = []
-    for p in paths:
-        st = p.stat()
-        out.append([st.st_size, int(st.st_mtime)])
-    return out
 
 
 def load_model(
@@ -648,6 +462,7 @@ def load_model(
     """
     import torch
 
+    from . import official
     from .model import build_model
 
     if isinstance(device, str):
@@ -660,8 +475,8 @@ def load_model(
     else:
         if path is None:
             assert entry is not None
-            path = download_official(entry)
-        folder = ensure_midisynth_folder(name, path)
+            path = official.download_official(entry)
+        folder = official.ensure_midisynth_folder(name, path)
         meta, state = _load_midisynth_folder(folder, verify=verify, dtype=dtype or torch.float32)
         config = model_config_from_dict(meta["model"])
         with torch.device("meta"):

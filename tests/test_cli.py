@@ -368,7 +368,7 @@ def test_models_table_never_cuts_names(monkeypatch):
 
 def test_official_without_onnxruntime_fails_before_any_download(monkeypatch, tmp_path):
     # Issue 13: the official model loaded, then failed on every file for want of onnxruntime.
-    from midisynth import weights
+    from midisynth import official
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     import importlib.util
@@ -378,7 +378,7 @@ def test_official_without_onnxruntime_fails_before_any_download(monkeypatch, tmp
         importlib.util, "find_spec", lambda n, *a: None if n == "onnxruntime" else real(n, *a)
     )
     called = []
-    monkeypatch.setattr(weights, "download_official", lambda *a, **k: called.append(1))
+    monkeypatch.setattr(official, "download_official", lambda *a, **k: called.append(1))
     r = run("render", str(EXAMPLES / "piano_pedal.mid"), str(tmp_path / "o.wav"), "-m", "official")
     assert "pip install 'midisynth[onnx]'" in one_line_error(r)
     assert not called and not (tmp_path / "o.wav").exists()
