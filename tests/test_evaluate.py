@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from midisynth import eval_tools, metrics
 from midisynth import evaluate as ev
-from midisynth import metrics
 from midisynth.midi import MidiError, Note, truncate_score
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -170,7 +170,7 @@ def test_basic_pitch_transcribes_the_fixture():
     from midisynth.audio import read_audio
 
     wav = read_audio(REAL_MUSIC).numpy()
-    notes = ev.BasicPitch()(wav)
+    notes = eval_tools.BasicPitch()(wav)
     assert notes.shape[1] == 3 and len(notes) > 5
     assert np.all(np.diff(notes[:, 0]) >= 0) and np.all(notes[:, 1] > notes[:, 0])
 
@@ -180,7 +180,7 @@ def test_aisfx_embedding_shape_and_determinism():
     from midisynth.audio import read_audio
 
     wav = read_audio(REAL_MUSIC).numpy()
-    embed = ev.AisfxEmbedder()
+    embed = eval_tools.AisfxEmbedder()
     a = embed(np.concatenate([wav, wav]))  # 6 s: 2.3 s blocks, hop 1.16 s
     assert a.shape[1] == 512 and a.shape[0] >= 3
     np.testing.assert_array_equal(a, embed(np.concatenate([wav, wav])))
@@ -191,22 +191,22 @@ def test_aisfx_embedding_shape_and_determinism():
 
 
 def test_fluidsynth_reference_errors_are_one_line(monkeypatch, tmp_path):
-    monkeypatch.setattr(ev.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(eval_tools.shutil, "which", lambda _name: None)
     with pytest.raises(ev.EvalError, match="apt-get install fluidsynth"):
-        ev.FluidSynthReference()
-    monkeypatch.setattr(ev.shutil, "which", lambda _name: "/usr/bin/fluidsynth")
+        eval_tools.FluidSynthReference()
+    monkeypatch.setattr(eval_tools.shutil, "which", lambda _name: "/usr/bin/fluidsynth")
     monkeypatch.setenv("MIDISYNTH_SOUNDFONT", str(tmp_path / "missing.sf2"))
     with pytest.raises(ev.EvalError, match="missing.sf2"):
-        ev.FluidSynthReference()
+        eval_tools.FluidSynthReference()
 
 
 def test_find_reference_beside_the_midi(tmp_path):
     midi = tmp_path / "song.mid"
-    assert ev.find_reference(midi) is None
+    assert eval_tools.find_reference(midi) is None
     (tmp_path / "song.flac").write_bytes(b"")
-    assert ev.find_reference(midi) == tmp_path / "song.flac"
+    assert eval_tools.find_reference(midi) == tmp_path / "song.flac"
     (tmp_path / "song.wav").write_bytes(b"")
-    assert ev.find_reference(midi) == tmp_path / "song.wav"
+    assert eval_tools.find_reference(midi) == tmp_path / "song.wav"
 
 
 # ---- end to end -----------------------------------------------------------------------------
