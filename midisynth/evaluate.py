@@ -280,12 +280,11 @@ def evaluate(
         "error"}], "summary": {system: {metric: mean over files}}, "frechet": {embedding:
         {system: distance, "n_embeddings"}}, "n_ok", "n_failed"}.
     """
-    import dataclasses
     import tempfile
 
     from .inverter import load_inverter
-    from .midi import MidiError, read_midi
-    from .render import RenderOptions, render, with_model_defaults
+    from .midi import MidiError
+    from .render import RenderOptions, with_model_defaults
 
     options = with_model_defaults(options or RenderOptions(), model)
     check_dependencies(transcription, embeddings, plots and out_dir is not None)
@@ -306,24 +305,11 @@ def evaluate(
             entry: dict[str, Any] = {"file": str(path), "name": name}
             files.append(entry)
             try:
-                ref_path = refs.get(path.resolve()) or find_reference(path)
-                if ref_path is None:
-                    if synth_reference is None:
-                        raise EvalError(
-                            f"no reference audio ({'/'.join(REFERENCE_EXTS)} beside the MIDI "
-                            "file) and no synthesizer given"
-                        )
-                    ref_path = synth_reference(path, work / "reference" / f"{name}.wav")
-                    entry["reference_source"] = repr(synth_reference)
-                entry["reference"] = str(ref_path)
-                score = read_midi(path)
-                file_options = options
-                if max_seconds is not None and score.total_time > max_seconds:
-                    score = truncate_score(score, max_seconds)
-                    file_options = dataclasses.replace(options, tail=0.0)
-                rendered = render(model, score, file_options)
-                wavs, gains = scorer.systems(audio.read_audio(ref_path), rendered, match_loudness)
-                scores, mels = scorer.score(wavs, gains, rendered, score.notes)
+                given = refs.get(path.resolve())
+                ref_path = _reference(path, name, given, synth_reference, work, entry)
+                wavs, mels, scores, gains = _score_file(
+                    model, path, ref_path, options, scorer, match_loudness, max_seconds
+                )
                 entry.update(seconds=len(wavs["reference"]) / audio.SAMPLE_RATE, gain_db=gains)
                 entry["scores"] = scores
                 if out is not None:
@@ -336,37 +322,101 @@ def evaluate(
         if tmp is not None:
             tmp.cleanup()
 
+    settings = {
+        "match_loudness": match_loudness,
+        "transcriber": "basic-pitch 0.4.0 (ONNX)" if transcription else None,
+        "onset_tolerances_s": list(ONSET_TOLERANCES),
+        "embeddings": list(scorer.embedders),
+        "inverter": getattr(inverter, "name", str(inverter)),
+        "max_seconds": max_seconds,
+    }
+    report = _report(model.name, options, settings, files, scorer.frechet())
+    if out is not None:
+        tmp_json = out / ".report.json.tmp"
+        tmp_json.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp_json, out / "report.json")
+    return report
+
+
+def _report(
+    model: str, options: RenderOptions, settings: dict, files: list[dict], frechet: dict
+) -> dict[str, Any]:
+    """The JSON-ready report (NaN → None) of ``evaluate``, from its per-file entries."""
+    import dataclasses
+
     ok = [f for f in files if "scores" in f]
-    summary = {
+    report = {
+        "model": model,
+        "options": dataclasses.asdict(options),
+        "settings": settings,
+        "files": files,
+        "summary": _means(ok),
+        "frechet": frechet,
+        "n_ok": len(ok),
+        "n_failed": len(files) - len(ok),
+    }
+    return _jsonable(report)
+
+
+def _reference(
+    path: Path,
+    name: str,
+    given: Path | None,
+    synth_reference: Callable[[Path, Path], Path] | None,
+    work: Path,
+    entry: dict[str, Any],
+) -> Path:
+    """One MIDI file's reference audio: ``given``, else beside the file, else synthesized into
+    ``work/reference``; where it came from is recorded in the file's report ``entry``."""
+    ref_path = given or find_reference(path)
+    if ref_path is None:
+        if synth_reference is None:
+            raise EvalError(
+                f"no reference audio ({'/'.join(REFERENCE_EXTS)} beside the MIDI "
+                "file) and no synthesizer given"
+            )
+        ref_path = synth_reference(path, work / "reference" / f"{name}.wav")
+        entry["reference_source"] = repr(synth_reference)
+    entry["reference"] = str(ref_path)
+    return ref_path
+
+
+def _score_file(
+    model: LoadedModel,
+    path: Path,
+    ref_path: Path,
+    options: RenderOptions,
+    scorer: _Scorer,
+    match_loudness: bool,
+    max_seconds: float | None,
+) -> tuple[dict, dict, dict, dict]:
+    """Render one MIDI file (its first ``max_seconds``: cut there, no tail) and score it against
+    its reference: (audio, log-mel, scores, loudness gain in dB), each by system."""
+    import dataclasses
+
+    from .midi import read_midi
+    from .render import render
+
+    score = read_midi(path)
+    file_options = options
+    if max_seconds is not None and score.total_time > max_seconds:
+        score = truncate_score(score, max_seconds)
+        file_options = dataclasses.replace(options, tail=0.0)
+    rendered = render(model, score, file_options)
+    wavs, gains = scorer.systems(audio.read_audio(ref_path), rendered, match_loudness)
+    scores, mels = scorer.score(wavs, gains, rendered, score.notes)
+    return wavs, mels, scores, gains
+
+
+def _means(ok: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """{system: {metric: mean over the scored files}} (NaNs left out)."""
+    return {
         s: {
             k: _nanmean([f["scores"][s].get(k, math.nan) for f in ok])
             for k in sorted({k for f in ok for k in f["scores"][s]})
         }
         for s in SYSTEMS
     }
-    report = {
-        "model": model.name,
-        "options": dataclasses.asdict(options),
-        "settings": {
-            "match_loudness": match_loudness,
-            "transcriber": "basic-pitch 0.4.0 (ONNX)" if transcription else None,
-            "onset_tolerances_s": list(ONSET_TOLERANCES),
-            "embeddings": list(scorer.embedders),
-            "inverter": getattr(inverter, "name", str(inverter)),
-            "max_seconds": max_seconds,
-        },
-        "files": files,
-        "summary": summary,
-        "frechet": scorer.frechet(),
-        "n_ok": len(ok),
-        "n_failed": len(files) - len(ok),
-    }
-    report = _jsonable(report)
-    if out is not None:
-        tmp_json = out / ".report.json.tmp"
-        tmp_json.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp_json, out / "report.json")
-    return report
 
 
 def _save(out: Path, name: str, wavs: dict, mels: dict, scores: dict, plots: bool) -> None:
