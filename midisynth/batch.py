@@ -203,20 +203,10 @@ def render_files(
     worker, ``raybatch``) gives the same files. Every output is written atomically (temporary file +
     rename): a failure or Ctrl-C never leaves a partial file. Returns one result per task, in order.
     """
-    from .midi import MidiError
 
     out = out or OutputOptions()
     results = {t: FileResult(t) for t in tasks}
-    prepared: dict[FileTask, tuple[FileTask, Score, list[np.ndarray], int]] = {}
-    for t in tasks:
-        try:
-            score = read_midi(t.src, all_track_tempos=not options.reference_tempo)
-            segs, n = prepare_tokens(model, score, options)
-            prepared[t] = (t, score, segs, n)
-        except (MidiError, ValueError) as e:
-            results[t].error = str(e)
-            if on_result:
-                on_result(results[t])
+    prepared = _prepare(model, tasks, options, results, on_result)
     total = sum(len(p[2]) for p in prepared.values()) * audio.SEGMENT_SECONDS
     base = 0.0
     for members in render_groups(tasks, options.batch_size):
@@ -259,16 +249,10 @@ def render_files(
             for m in mels:
                 m.close()
         except (KeyboardInterrupt, SystemExit):
-            for w in writers:
-                w.abort()
-            for m in mels:
-                m.abort()
+            _abort(writers, mels)
             raise
         except Exception as e:  # noqa: BLE001 - one bad batch must not stop the folder
-            for w in writers:
-                w.abort()
-            for m in mels:
-                m.abort()
+            _abort(writers, mels)
             for t, *_ in group:
                 results[t].error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         base += sum(len(g[2]) for g in group) * audio.SEGMENT_SECONDS
@@ -276,3 +260,35 @@ def render_files(
             for t, *_ in group:
                 on_result(results[t])
     return [results[t] for t in tasks]
+
+
+def _prepare(
+    model: LoadedModel,
+    tasks: Sequence[FileTask],
+    options: RenderOptions,
+    results: dict[FileTask, FileResult],
+    on_result: Callable[[FileResult], None] | None,
+) -> dict[FileTask, tuple[FileTask, Score, list[np.ndarray], int]]:
+    """Each readable task's (task, score, token segments, samples); a file that cannot be read
+    gets its error in ``results`` (and reported) now, before any rendering."""
+    from .midi import MidiError
+
+    prepared: dict[FileTask, tuple[FileTask, Score, list[np.ndarray], int]] = {}
+    for t in tasks:
+        try:
+            score = read_midi(t.src, all_track_tempos=not options.reference_tempo)
+            segs, n = prepare_tokens(model, score, options)
+            prepared[t] = (t, score, segs, n)
+        except (MidiError, ValueError) as e:
+            results[t].error = str(e)
+            if on_result:
+                on_result(results[t])
+    return prepared
+
+
+def _abort(writers: list[audio.AudioFileWriter], mels: list[_MelFile]) -> None:
+    """Remove the temporary files of a group that did not finish."""
+    for w in writers:
+        w.abort()
+    for m in mels:
+        m.abort()
