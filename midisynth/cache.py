@@ -379,8 +379,8 @@ def compact_cache(
 # ---- Command line ------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m midisynth.cache") -> int:
-    """``python -m midisynth.cache OUT --midi NAME=DIR[:MAX] --paired DIR --procedural N``."""
+def _parser(prog: str) -> argparse.ArgumentParser:
+    """The options of ``midisynth cache`` / ``python -m midisynth.cache``."""
     ap = argparse.ArgumentParser(prog=prog, description="Build a training cache.")
     ap.add_argument("out", type=Path, help="cache folder to write")
     ap.add_argument(
@@ -417,7 +417,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m midisynth.cac
     ap.add_argument("--val-fraction", type=float, default=0.04)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m midisynth.cache") -> int:
+    """``python -m midisynth.cache OUT --midi NAME=DIR[:MAX] --paired DIR --procedural N``."""
+    args = _parser(prog).parse_args(argv)
     if args.compact_from is not None:
         info = compact_cache(args.compact_from, args.out, args.max_mib, args.seed)
         print(json.dumps({k: info[k] for k in ("pieces", "hours")}))

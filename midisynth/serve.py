@@ -174,7 +174,11 @@ class Studio:
 
 
 def create_app(model, max_upload_mb: float = 10.0):
-    """The Starlette app around a loaded model (``midisynth.load_model``)."""
+    """The Starlette app around a loaded model (``midisynth.load_model``).
+
+    One function on purpose: its route handlers are closures over the one ``Studio`` (Starlette
+    hands a handler the request only), each a few lines, read together with the route table.
+    """
     try:
         from starlette.applications import Starlette
         from starlette.requests import Request

@@ -187,7 +187,11 @@ _DRUM_KIT = {"kick": 36, "snare": 38, "hat": 42, "open": 46, "crash": 49, "ride"
 
 
 def procedural_piece(rng: np.random.Generator, seconds: float = 30.0) -> list[Note]:
-    """A random multi-instrument piece of about ``seconds`` s (chords, bass, melody, drums, ...)."""
+    """A random multi-instrument piece of about ``seconds`` s (chords, bass, melody, drums, ...).
+
+    One function on purpose: the order of its draws from ``rng`` defines every procedural piece of
+    a cache (seeded by the piece's number), so the parts stay in one visible sequence.
+    """
     beat = 60.0 / rng.uniform(70, 170)
     n_beats = max(4, int(seconds / beat) // 4 * 4)
     root = int(rng.integers(0, 12))
