@@ -504,6 +504,7 @@ def evaluate_command(
     transcription: bool = True,
     embeddings: Sequence[str] = EMBEDDINGS,
     max_seconds: float | None = None,
+    inverter: str | None = None,
     console: Console | None = None,
 ) -> int:
     """`midisynth evaluate`: evaluate a model on a MIDI file or folder; returns the exit code.
@@ -539,7 +540,7 @@ def evaluate_command(
         return fail(f"no MIDI files (.mid, .midi, .kar) under {src}")
     try:
         check_dependencies(transcription, embeddings, True)
-        options = RenderOptions(sampler=sampler, steps=steps, seed=seed)
+        options = RenderOptions(sampler=sampler, steps=steps, seed=seed, inverter=inverter)
         options.n_steps()
         synth: FluidSynthReference | None = None
         if any(find_reference(f) is None for f in files):

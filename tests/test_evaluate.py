@@ -280,6 +280,31 @@ def test_evaluate_command_usage_errors(tmp_path, capsys):
     assert "no MIDI files" in capsys.readouterr().err
 
 
+def test_evaluate_inverter_choice_reaches_both_rows(tiny, tmp_path, monkeypatch, capsys):
+    # --inverter: the model's rows and the ground-truth-encoded rows use the chosen inverter.
+    from midisynth import inverter as inv
+    from midisynth.render import RenderOptions
+
+    used = []
+    real = inv.load_inverter
+    monkeypatch.setattr(
+        inv, "load_inverter", lambda spec, device="cpu": used.append(spec) or real(spec, device)
+    )
+    midi = write_fixture_midi(tmp_path / "phrase.mid")
+    report = ev.evaluate(
+        tiny,
+        [midi],
+        reference_audio={midi: REAL_MUSIC},
+        options=RenderOptions(steps=1, inverter="griffin-lim"),
+        transcription=False,
+        embeddings=(),
+        plots=False,
+    )
+    assert report["n_ok"] == 1 and used and set(used) == {"griffin-lim"}
+    code = ev.evaluate_command(midi, "tiny-random", steps=1, transcription=False, inverter="nope")
+    assert code == 2 and "unknown inverter 'nope'" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(
     not all(has(m) for m in ("basic_pitch", "aisfx", "mir_eval", "matplotlib")),
     reason="needs the full eval extra",

@@ -388,6 +388,13 @@ def evaluate(
         float | None,
         typer.Option(min=1.0, help="Score only the first N seconds of each file (quicker)."),
     ] = None,
+    inverter: Annotated[
+        str | None,
+        typer.Option(
+            help="griffin-lim, soundstream-onnx or a vocoder folder, for the model and the "
+            "ground-truth-encoded rows (default: the model's)."
+        ),
+    ] = None,
 ) -> None:
     """Score renders against reference audio: mel L1, LSD, transcription F1, Fréchet distance.
 
@@ -409,6 +416,7 @@ def evaluate(
         soundfont=soundfont,
         transcription=transcription,
         max_seconds=max_seconds,
+        inverter=inverter,
         console=err,
     )
     raise typer.Exit(code)
