@@ -166,6 +166,60 @@ def _manifest_line(
     }
 
 
+class _Manifest:
+    """``manifest.jsonl``: one JSON line per file, appended and flushed as results arrive."""
+
+    def __init__(self, path: Path | None, loaded, options: RenderOptions) -> None:
+        self.file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+        self.loaded, self.options = loaded, options
+        self.fingerprint = model_fingerprint(loaded)
+
+    def record(self, r: FileResult, status: str, **extra) -> None:
+        if self.file:
+            line = _manifest_line(r, status, self.loaded, self.fingerprint, self.options, **extra)
+            self.file.write(json.dumps(line) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+class _Workers:
+    """The actors: started, replaced when one dies, all killed at the end."""
+
+    def __init__(self, ray, model, device: str, dtype: str, opts: RayOptions) -> None:
+        gpu = str(device).startswith("cuda")
+        self.ray, self.args = ray, (model, device, dtype, opts.threads)
+        self.cls = ray.remote(RenderWorker).options(
+            num_cpus=0 if gpu else opts.threads, num_gpus=1 if gpu else 0, max_restarts=0
+        )
+        self.all: list = []
+
+    def new(self):
+        self.all.append(self.cls.remote(*self.args))
+        return self.all[-1]
+
+    def start(self, n: int) -> list:
+        """``n`` ready actors; RuntimeError (one line) when they cannot load the model."""
+        actors = [self.new() for _ in range(n)]
+        try:
+            self.infos = self.ray.get([a.info.remote() for a in actors])
+        except self.ray.exceptions.RayActorError as e:
+            lines = [c.strip() for c in str(e).strip().splitlines() if c.strip()]
+            reason = lines[-1] if lines else type(e).__name__
+            raise RuntimeError(f"Ray workers could not start: {reason}") from None
+        return actors
+
+    def replace(self, dead):
+        self.ray.kill(dead)
+        return self.new()
+
+    def kill_all(self) -> None:
+        for a in self.all:
+            self.ray.kill(a)
+
+
 def render_files_ray(
     loaded,
     model: str | None,
@@ -195,96 +249,74 @@ def render_files_ray(
     ray = import_ray()
     opts = ray_options or RayOptions()
     out = out or OutputOptions()
-    gpu = str(device).startswith("cuda")
     if model is not None and Path(model).exists():
         model = str(Path(model).resolve())  # workers may start in another folder
     given = {  # workers get absolute paths; results come back with the caller's tasks
         FileTask(t.src.resolve(), t.dst.resolve(), t.mel_out.resolve() if t.mel_out else None): t
         for t in tasks
     }
-    tasks = list(given)
-    fingerprint = model_fingerprint(loaded)
     results: dict[FileTask, FileResult] = {t: FileResult(t) for t in given.values()}
-    mf = open(manifest, "a", encoding="utf-8") if manifest else None  # noqa: SIM115
-    t0 = time.time()
-    done, seconds = 0, 0.0
-
-    def record(r: FileResult, status: str, **extra) -> None:
-        if mf:
-            line = _manifest_line(r, status, loaded, fingerprint, options, **extra)
-            mf.write(json.dumps(line) + "\n")
-            mf.flush()
-
+    book = _Manifest(manifest, loaded, options)
     for t in skipped:
-        record(FileResult(t), "skipped")
+        book.record(FileResult(t), "skipped")
+    t0, done, seconds = time.time(), 0, 0.0
     started = _connect(ray, opts, None if opts.workers is None else opts.workers * opts.threads)
-    worker_cls = ray.remote(RenderWorker).options(
-        num_cpus=0 if gpu else opts.threads, num_gpus=1 if gpu else 0, max_restarts=0
-    )
-    actors: list = []
-
-    def new_actor():
-        actors.append(worker_cls.remote(model, device, dtype, opts.threads))
-        return actors[-1]
-
+    workers = _Workers(ray, model, device, dtype, opts)
     try:
-        n_workers = opts.workers or _default_workers(ray, gpu, opts.threads)
-        idle = [new_actor() for _ in range(min(n_workers, max(1, len(tasks))))]
-        try:
-            infos = ray.get([a.info.remote() for a in idle])
-        except ray.exceptions.RayActorError as e:
-            cause = str(e).strip().splitlines()
-            reason = next((c for c in reversed(cause) if c.strip()), type(e).__name__)
-            raise RuntimeError(f"Ray workers could not start: {reason.strip()}") from None
+        gpu = str(device).startswith("cuda")
+        n = opts.workers or _default_workers(ray, gpu, opts.threads)
+        idle = workers.start(min(n, max(1, len(given))))
         if log:
-            log(f"{len(idle)} Ray worker(s): {', '.join(i['worker'] for i in infos)}")
-        queue = deque((g, 0) for g in render_groups(tasks, options.batch_size))
+            log(f"{len(idle)} Ray worker(s): {', '.join(i['worker'] for i in workers.infos)}")
+        queue = deque((g, 0) for g in render_groups(list(given), options.batch_size))
         inflight: dict = {}
         while queue or inflight:
-            while queue and idle:
+            while queue and idle:  # every idle worker gets the next group
                 group, attempt = queue.popleft()
                 actor = idle.pop()
-                ref = actor.render.remote(group, options, out, attempt)
-                inflight[ref] = (actor, group, attempt)
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            for ref in ready:
-                actor, group, attempt = inflight.pop(ref)
-                try:
-                    group_results, label = ray.get(ref)
-                except ray.exceptions.RayTaskError as e:  # an error, not a death: not retried
-                    idle.append(actor)
-                    label, why = "-", str(e.cause if hasattr(e, "cause") else e).splitlines()
-                    group_results = [FileResult(t, error=(why or ["error"])[0]) for t in group]
-                except ray.exceptions.RayActorError:
-                    ray.kill(actor)
-                    idle.append(new_actor())  # a fresh worker takes the dead one's place
-                    if attempt + 1 < opts.max_attempts:
-                        queue.appendleft((group, attempt + 1))
-                        if log:
-                            log(f"a worker died; {len(group)} file(s) re-queued")
-                        continue
-                    label = "-"
-                    group_results = [
-                        FileResult(t, error=f"worker died {opts.max_attempts} times rendering it")
-                        for t in group
-                    ]
-                else:
-                    idle.append(actor)
-                for r in group_results:
-                    r = replace(r, task=given[r.task])
-                    results[r.task] = r
-                    done += 1
-                    seconds += r.seconds
-                    record(r, "ok" if r.ok else "failed", worker=label, attempts=attempt + 1)
-                    if on_result:
-                        on_result(r)
-                if on_progress:
-                    on_progress(Progress(done, len(tasks), seconds, time.time() - t0))
+                inflight[actor.render.remote(group, options, out, attempt)] = (
+                    actor,
+                    group,
+                    attempt,
+                )
+            [ref], _ = ray.wait(list(inflight), num_returns=1)
+            actor, group, attempt = inflight.pop(ref)
+            group_results, label, retry = _collect(ray, ref, group, attempt, opts.max_attempts)
+            idle.append(workers.replace(actor) if label is None else actor)
+            if retry:
+                queue.appendleft((group, attempt + 1))
+                if log:
+                    log(f"a worker died; {len(group)} file(s) re-queued")
+                continue
+            for r in group_results:
+                r = replace(r, task=given[r.task])
+                results[r.task] = r
+                done, seconds = done + 1, seconds + r.seconds
+                book.record(
+                    r, "ok" if r.ok else "failed", worker=label or "-", attempts=attempt + 1
+                )
+                if on_result:
+                    on_result(r)
+            if on_progress:
+                on_progress(Progress(done, len(given), seconds, time.time() - t0))
     finally:
-        for a in actors:
-            ray.kill(a)
-        if mf:
-            mf.close()
+        workers.kill_all()
+        book.close()
         if started:
             ray.shutdown()
     return [results[t] for t in given.values()]
+
+
+def _collect(ray, ref, group: list[FileTask], attempt: int, max_attempts: int):
+    """A finished group → (results, worker label or None if the worker died, retry?)."""
+    try:
+        group_results, label = ray.get(ref)
+        return group_results, label, False
+    except ray.exceptions.RayTaskError as e:  # an error, not a death: recorded, not retried
+        why = str(getattr(e, "cause", e)).splitlines() or ["error"]
+        return [FileResult(t, error=why[0]) for t in group], "-", False
+    except ray.exceptions.RayActorError:
+        if attempt + 1 < max_attempts:
+            return [], None, True
+        error = f"worker died {max_attempts} times rendering it"
+        return [FileResult(t, error=error) for t in group], None, False
