@@ -362,7 +362,7 @@ def render(
 ) -> Rendered:
     """Render one MIDI file (path, bytes or Score) to 16 kHz mono audio held in memory.
 
-    For long songs or many files, `midisynth.cli`'s file writer streams to disk instead.
+    For long songs or many files, `batch.render_files` streams each file to disk instead.
     """
     options = options or RenderOptions()
     chunks: list[torch.Tensor] = []
