@@ -65,6 +65,9 @@ class FrameTrainConfig:
     grad_clip: float = 1.0
     context_drop: float = 0.1
     prior_weight: float = 1.0  # weight of the prior's L1 beside the denoiser's
+    # Louder must never sound quieter: weight of a hinge on the prior's frame energy when every
+    # note's velocity is raised (``velocity_hinge``); 0 = off. Costs a second prior pass per step.
+    monotone_weight: float = 0.0
     val_every: int = 250
     val_examples: int = 64
     log_every: int = 25
@@ -157,6 +160,20 @@ def frame_losses(model, b: FrameBatch, tau: torch.Tensor, noise: torch.Tensor, c
     v = alpha * noise - sigma * b.target
     v_l1 = (model(z, tau, cond) - v).abs().mean(dim=(1, 2))
     return prior_l1, v_l1
+
+
+def velocity_hinge(model, b: FrameBatch, prior: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """Mean hinge (scalar) on frames with notes: the prior's log frame energy with every velocity
+    raised by δ ~ U{4..24} (clipped at 127) must exceed the original's by ≥ 0.005·δ nats."""
+    grid = b.grid.clone()
+    vel = grid[..., 2].long()
+    delta = int(torch.randint(4, 25, (1,), generator=rng))
+    grid[..., 2] = torch.where(vel > 0, (vel + delta).clamp(max=127), vel).to(grid.dtype)
+    louder = model.encode(grid, b.context, b.context_mask).prior
+    e0, e1 = (torch.logsumexp(audio.unscale(x.clamp(-1, 1)), -1) for x in (prior, louder))
+    live = ((vel > 0) & (vel < 127)).any(-1).to(e0.dtype)  # (B, T) frames whose notes got louder
+    gap = torch.relu(e0 - e1 + 0.005 * delta) * live
+    return gap.sum() / live.sum().clamp_min(1.0)
 
 
 @torch.no_grad()
@@ -323,7 +340,8 @@ def _save(run: _Run, step: int, final: bool, log) -> None:
         "batch_size": cfg.batch_size,
         "lr": cfg.lr,
         "examples_seen": step * cfg.batch_size,
-        "loss": "L1(prior, x0) + L1 on v, continuous cosine tau ~ U[0,1)",
+        "loss": "L1(prior, x0) + L1 on v, continuous cosine tau ~ U[0,1)"
+        + (f" + {cfg.monotone_weight} x velocity hinge" if cfg.monotone_weight else ""),
         "data": {
             "cache": str(cfg.data),
             **{k: run.data_info.get(k) for k in ("pieces", "hours", "hours_by_source", "settings")},
@@ -383,6 +401,7 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
     batches = _prefetch(run.train_set, cfg.seed + run.step0, cfg.batch_size)
     ema_p, model_p = list(run.ema.parameters()), list(model.parameters())
     last_save, t_log, seen, acc = time.time(), time.time(), 0, []
+    hinge_rng = torch.Generator().manual_seed(cfg.seed + run.step0)
     step = 0
     while step < cfg.steps:
         minutes = (time.time() - run.t0) / 60
@@ -394,8 +413,11 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
         for g in opt.param_groups:
             g["lr"] = lr
         tau = torch.rand(b.target.shape[0], device=device)
-        prior_l1, v_l1 = frame_losses(model, b, tau, torch.randn_like(b.target))
+        cond = model.encode(b.grid, b.context, b.context_mask)
+        prior_l1, v_l1 = frame_losses(model, b, tau, torch.randn_like(b.target), cond)
         loss = cfg.prior_weight * prior_l1.mean() + v_l1.mean()
+        if cfg.monotone_weight:
+            loss = loss + cfg.monotone_weight * velocity_hinge(model, b, cond.prior, hinge_rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

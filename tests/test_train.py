@@ -373,3 +373,34 @@ def test_bad_cache_fails_before_writing(cache, tmp_path):
         with pytest.raises(FileNotFoundError, match="no val"):
             run()
     assert not (tmp_path / "m").exists() and not (tmp_path / "f").exists()
+
+
+def test_velocity_hinge_trains_and_penalises_a_quieter_louder_note(cache, tmp_path):
+    from midisynth import train_frame
+
+    cfg = train_frame.FrameTrainConfig(
+        data=str(cache),
+        out=str(tmp_path / "m"),
+        frame={"d_model": 32, "prior_layers": 1, "denoise_layers": 1, "context_layers": 1},
+        steps=2,
+        batch_size=2,
+        val_every=2,
+        val_examples=2,
+        max_minutes=None,
+        threads=1,
+        monotone_weight=1.0,
+    )
+    out = train_frame.train(cfg, log=lambda *_: None)
+    meta = json.loads((out / "config.json").read_text())
+    assert "velocity hinge" in meta["training"]["runs"][-1]["loss"]
+    model = weights.load_model(out).model
+    grid = torch.zeros(1, 256, 32, 5, dtype=torch.int16)
+    grid[0, 10:100, 0] = torch.tensor([60, 0, 64, 5, 100], dtype=torch.int16)
+    ctx, mask = torch.full((1, 256, 128), -1.0), torch.zeros(1, 256, dtype=torch.bool)
+    b = train_frame.FrameBatch(grid, ctx, mask, torch.zeros(1, 256, 128))
+    gen = torch.Generator().manual_seed(0)
+    prior = model.encode(grid, ctx, mask).prior
+    quiet = train_frame.velocity_hinge(model, b, prior, gen)
+    assert torch.isfinite(quiet) and quiet >= 0
+    # A "prior" far louder than what the raised velocities give must be penalised.
+    assert train_frame.velocity_hinge(model, b, prior + 0.5, gen) > quiet
