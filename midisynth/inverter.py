@@ -16,6 +16,8 @@ import torch
 
 from . import audio
 
+DEFAULT_VOCODER = "vocoder-s"  # weights/<this>: what "auto" picks when it is shipped
+
 
 class InverterError(RuntimeError):
     """An inverter that cannot be loaded or run; one-line message."""
@@ -243,12 +245,18 @@ def load_inverter(spec: dict[str, Any] | str, device: str | torch.device = "cpu"
     """Build an inverter from a model's config entry (``{"type": ..., "path": ...}``) or a name.
 
     Names: ``griffin-lim``; ``soundstream-onnx`` needs ``path``; ``vocoder`` (a neural inverter
-    trained here, ``vocoder.py``) needs ``path``, its folder. A name that is none of these may be a
+    trained here, ``vocoder.py``) needs ``path``, its folder; ``auto``: the shipped trained inverter
+    (``weights/vocoder-s``) when present, else Griffin-Lim. A name that is none of these may be a
     vocoder folder: a path, or a folder of the repository's ``weights/``.
     """
     if isinstance(spec, str):
         spec = {"type": spec}
     kind = spec.get("type", "griffin-lim")
+    if kind == "auto":  # the trained inverter shipped in weights/, else the dependency-free one
+        from .weights import BUNDLED_DIR
+
+        shipped = (BUNDLED_DIR / DEFAULT_VOCODER / "vocoder.json").is_file()
+        kind = DEFAULT_VOCODER if shipped else "griffin-lim"
     if kind not in ("griffin-lim", "soundstream-onnx", "vocoder"):
         from .weights import BUNDLED_DIR
 

@@ -127,7 +127,7 @@ def convert_diffusers(src: Path, dst: Path, *, name: str = "official") -> Path:
     scheduler = {}
     if (src / "scheduler" / "scheduler_config.json").is_file():
         scheduler = read_json(src / "scheduler" / "scheduler_config.json")
-    inverter: dict[str, Any] = {"type": "griffin-lim"}
+    inverter: dict[str, Any] = {"type": "auto"}  # no ONNX file: our trained inverter, else GL
     onnx = src / "melgan" / "model.onnx"
 
     dst.parent.mkdir(parents=True, exist_ok=True)

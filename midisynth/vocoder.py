@@ -178,3 +178,22 @@ def load_vocoder(folder: str | os.PathLike) -> Vocoder:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InverterError(f"{folder}: not a usable vocoder ({msg})") from None
     return model.eval()
+
+
+def release_vocoder(
+    src: str | os.PathLike, dst: str | os.PathLike, evaluation: dict | None = None
+) -> Path:
+    """Copy a trained vocoder folder to ``dst`` for shipping: the weights and ``vocoder.json``
+    (every config field written out, + ``evaluation``); never ``train_state.safetensors``."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    model = load_vocoder(src)  # checks that it loads
+    meta = json.loads((src / "vocoder.json").read_text())
+    meta["config"] = asdict(model.config)
+    if evaluation is not None:
+        meta["evaluation"] = evaluation
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / "vocoder.safetensors", dst / "vocoder.safetensors")
+    (dst / "vocoder.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return dst

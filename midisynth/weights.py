@@ -328,6 +328,7 @@ def release_model(
     sampling: dict[str, Any] | None = None,
     evaluation: dict[str, Any] | None = None,
     preview: bool = False,
+    inverter: dict[str, Any] | None = None,
 ) -> Path:
     """Copy a trained model folder to ``dst`` for shipping: the verified weight shards, config.json
     (minus the optimizer-state listing; plus ``sampling`` = {"sampler", "steps"}, the render defaults,
@@ -348,6 +349,8 @@ def release_model(
     if evaluation is not None:
         meta["evaluation"] = evaluation
     meta["preview"] = preview  # True: registered by name, never the default
+    if inverter is not None:  # e.g. {"type": "auto"}: the shipped trained inverter, else GL
+        meta["inverter"] = dict(inverter)
     dst.mkdir(parents=True, exist_ok=True)
     for old in dst.glob("model*.safetensors"):
         old.unlink()
@@ -484,6 +487,10 @@ def load_model(
         check_state_dict(model, state, str(folder))
         model.load_state_dict(state, strict=True, assign=True)
         inverter = dict(meta.get("inverter") or {"type": "griffin-lim"})
+        if inverter == {"type": "griffin-lim"} and "converted_from" in meta.get("provenance", {}):
+            # Official folders converted before a trained inverter shipped said "griffin-lim"
+            # for "no ONNX file": they get the shipped one too (load_inverter falls back to GL).
+            inverter = {"type": "auto"}
         if "file" in inverter:
             inverter["path"] = str(folder / inverter["file"])
         loaded = LoadedModel(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,18 @@ def test_griffin_lim_mode_trains_on_magnitudes(tmp_path):
 def _sine(seconds: float) -> np.ndarray:
     t = np.arange(int(seconds * audio.SAMPLE_RATE)) / audio.SAMPLE_RATE
     return (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "vocoder-s"
+
+
+@pytest.mark.skipif(not (SHIPPED / "vocoder.json").is_file(), reason="no shipped vocoder")
+def test_shipped_vocoder_loads_by_name_and_is_the_auto_choice():
+    files = {p.name: p.stat().st_size for p in SHIPPED.iterdir()}
+    assert sum(files.values()) <= 20 * 2**20 and "MODEL_CARD.md" in files
+    assert not any(n.startswith("train_state") for n in files)  # never optimizer state in git
+    inv = inverter.load_inverter("vocoder-s")
+    assert isinstance(inv, inverter.load_inverter("auto").__class__) and inv.name == "vocoder"
+    mel = audio.log_mel(torch.from_numpy(_sine(3.0)))
+    out = inverter.StreamingInverter(inv).push(mel)
+    assert torch.isfinite(out).all() and out.abs().max() > 0.01

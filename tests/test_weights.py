@@ -183,6 +183,20 @@ def test_official_entry_goes_through_huggingface_hub(tmp_path, cache, monkeypatc
     assert torch.equal(loaded.model.decoder.spec_out.weight, ref)
 
 
+def test_official_without_onnx_gets_the_shipped_inverter(tmp_path, cache):
+    # Issue 11: without the SoundStream file, the official model uses our trained inverter.
+    from midisynth.inverter import DEFAULT_VOCODER, load_inverter
+    from midisynth.weights import BUNDLED_DIR
+
+    src = tmp_path / "official"
+    make_official_layout(src)
+    loaded = load_model(str(src))
+    assert loaded.inverter == {"type": "auto"}
+    shipped = (BUNDLED_DIR / DEFAULT_VOCODER / "vocoder.json").is_file()
+    inv = load_inverter(loaded.inverter)
+    assert type(inv).__name__ == ("NeuralInverter" if shipped else "GriffinLim")
+
+
 def test_unreachable_hub_says_how_to_get_the_weights(tmp_path, cache, monkeypatch):
     from huggingface_hub import constants
 
