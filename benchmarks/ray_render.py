@@ -9,6 +9,8 @@ model load, Ray start-up and shutdown included — what a user waits for):
 - ray ×1: ``--ray --workers 1`` (one actor, 1 thread) — its difference to local is the overhead
   of ``--ray``;
 - ray ×2: ``--ray --workers 2`` (two actors, 1 thread each).
+All three use ``--batch-size`` (default 1): files are dealt out in groups of that many, so a
+group per file lets both workers share 8 files (the CLI's default of 8 would make one group).
 Reported: wall seconds, files/s, audio-seconds/s (RTF⁻¹), and whether the outputs are
 byte-identical to the local run's. Ray runs inside a network namespace with only loopback
 (``unshare -n``, as root): the script re-runs itself there when it is not already.
@@ -47,6 +49,9 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--model", default="frame-s")
+    ap.add_argument(
+        "--batch-size", type=int, default=1, help="files per group (1: every file its own task)"
+    )
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
     if os.environ.get(INNER) != "1":
@@ -73,6 +78,7 @@ def main() -> int:
         ]
         rows, walls = [], {}
         for label, key, extra in runs:
+            extra = [*extra, "--batch-size", str(args.batch_size)]
             walls[key] = wall = _render(src, tmp / key, args.model, extra)
             same = all(
                 (tmp / key / p.name).read_bytes() == (tmp / "local" / p.name).read_bytes()
@@ -89,7 +95,10 @@ def main() -> int:
                 }
             )
         print(machine())
-        print(f"{args.files} files × {args.seconds + 1:.0f} s audio, model {args.model}")
+        print(
+            f"{args.files} files × {args.seconds + 1:.0f} s audio, model {args.model}, "
+            f"--batch-size {args.batch_size}"
+        )
         print_table(list(rows[0]), [[str(v) for v in r.values()] for r in rows])
         if args.json:
             args.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -269,6 +269,11 @@ def render_files_ray(
         if log:
             log(f"{len(idle)} Ray worker(s): {', '.join(i['worker'] for i in workers.infos)}")
         queue = deque((g, 0) for g in render_groups(list(given), options.batch_size))
+        if log and len(queue) < len(idle):
+            log(
+                f"only {len(queue)} group(s) of --batch-size {options.batch_size} file(s) for "
+                f"{len(idle)} workers: a smaller --batch-size keeps them all busy"
+            )
         inflight: dict = {}
         while queue or inflight:
             while queue and idle:  # every idle worker gets the next group
