@@ -301,7 +301,9 @@ def test_evaluate_inverter_choice_reaches_both_rows(tiny, tmp_path, monkeypatch,
         plots=False,
     )
     assert report["n_ok"] == 1 and used and set(used) == {"griffin-lim"}
-    code = ev.evaluate_command(midi, "tiny-random", steps=1, transcription=False, inverter="nope")
+    code = ev.evaluate_command(
+        midi, "tiny-random", steps=1, transcription=False, embeddings=(), inverter="nope"
+    )
     assert code == 2 and "unknown inverter 'nope'" in capsys.readouterr().err
 
 
