@@ -161,9 +161,9 @@ def test_mel_matches_diffusers_pipeline_base(diffusers_sd, tmp_path, monkeypatch
     import test_weights
 
     monkeypatch.setenv("MIDISYNTH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(
-        test_weights, "TINY", dict(d_model=768, num_heads=12, d_kv=64, d_ff=2048, num_layers=12)
-    )
+    from midisynth.model import ModelConfig
+
+    monkeypatch.setattr(test_weights, "TINY", ModelConfig.base())  # the released shape
     folder = tmp_path / "official"
     test_weights.make_official_layout(folder)
     _pipeline_parity(diffusers_sd, folder, tmp_path, EXAMPLES / "melody_chords.mid", steps=2)
