@@ -83,17 +83,24 @@ def mel_to_linear(mel: torch.Tensor, iters: int = 30) -> torch.Tensor:
     Non-negative least squares by multiplicative updates (a pseudo-inverse gives negative
     magnitudes, which Griffin-Lim turns into noise).
     """
-    w = audio.mel_filterbank(device=mel.device)  # (513, 128)
-    start = (mel.float().exp() @ w.T).clamp_min(1e-8)  # positive; the updates keep it so
-    return refine_magnitude(start, mel, iters)
+    spread = spread_mel(mel)
+    return refine_magnitude(spread.clamp_min(1e-8), mel, iters, spread)  # positive start
 
 
-def refine_magnitude(s: torch.Tensor, mel: torch.Tensor, iters: int) -> torch.Tensor:
+def spread_mel(mel: torch.Tensor) -> torch.Tensor:
+    """exp(mel) @ Wᵀ: the mel's energy spread back over the FFT bins, [..., T, 513]."""
+    return mel.float().exp() @ audio.mel_filterbank(device=mel.device).T
+
+
+def refine_magnitude(
+    s: torch.Tensor, mel: torch.Tensor, iters: int, spread: torch.Tensor | None = None
+) -> torch.Tensor:
     """``iters`` multiplicative NNLS updates of a magnitude s [T, 513] ≥ 0 towards S @ W = exp(mel)
-    (mel [T, 128] log-mel): zeros stay zero, so a start with sharp harmonics keeps them."""
+    (mel [T, 128] log-mel): zeros stay zero, so a start with sharp harmonics keeps them.
+    ``spread``: ``spread_mel(mel)`` when the caller already has it."""
     w = audio.mel_filterbank(device=mel.device)  # (513, 128)
     wwt = w @ w.T  # (513, 513)
-    mwt = mel.float().exp() @ w.T  # (T, 513)
+    mwt = spread_mel(mel) if spread is None else spread  # (T, 513)
     for _ in range(iters):
         s = s * mwt / (s @ wwt + 1e-10)
     return s

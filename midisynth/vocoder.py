@@ -108,9 +108,9 @@ class Vocoder(nn.Module):
         """griffin-lim mode: mel (B, T, 128) → natural-log STFT magnitude (B, T, 513): the mel's
         energy spread back over the FFT bins by the filterbank (a smeared spectrum) + the learned
         correction (sharper harmonics, the right tilt)."""
-        w = audio.mel_filterbank(device=mel.device)  # (513, 128)
-        base = torch.log(mel.float().exp() @ w.T + 1e-5)  # (B, T, 513)
-        return base + self._hidden(mel)
+        from .inverter import spread_mel
+
+        return torch.log(spread_mel(mel) + 1e-5) + self._hidden(mel)  # (B, T, 513)
 
     def spectrum(self, mel: Tensor) -> Tensor:
         """predicted mode: mel (B, T, 128) → complex STFT (B, T, 513)."""
@@ -124,12 +124,16 @@ class Vocoder(nn.Module):
         emitted just before, whose phase Griffin-Lim continues."""
         if self.config.phase == "predicted":
             return istft_batch(self.spectrum(mel))
-        from .inverter import griffin_lim, refine_magnitude
+        from .inverter import griffin_lim, refine_magnitude, spread_mel
 
-        mag = self.log_magnitude(mel).clamp(max=12.0).exp()
+        spread = spread_mel(mel)  # (B, T, 513): the magnitudes' base and the NNLS target
+        mag = (torch.log(spread + 1e-5) + self._hidden(mel)).clamp(max=12.0).exp()
         cfg = self.config
         mag = torch.stack(
-            [refine_magnitude(s, m, cfg.refine_iters) for s, m in zip(mag, mel, strict=True)]
+            [
+                refine_magnitude(s, m, cfg.refine_iters, p)
+                for s, m, p in zip(mag, mel, spread, strict=True)
+            ]
         )
         return torch.stack([griffin_lim(m, cfg.gl_iters, init_audio=init_audio) for m in mag])
 
