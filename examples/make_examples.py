@@ -47,15 +47,23 @@ def melody_chords() -> mido.MidiFile:
     chords = notes(1, [(4 * (i % 4), 4, p) for i in range(4) for p in CHORDS[i % 4]], 70)
     f = mido.MidiFile(type=1, ticks_per_beat=TPB)
     f.tracks.append(track([(0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(96)))], "tempo"))
-    f.tracks.append(track([(0, mido.Message("program_change", channel=0, program=0))] + mel, "melody"))
-    f.tracks.append(track([(0, mido.Message("program_change", channel=1, program=0))] + chords, "chords"))
+    f.tracks.append(
+        track([(0, mido.Message("program_change", channel=0, program=0))] + mel, "melody")
+    )
+    f.tracks.append(
+        track([(0, mido.Message("program_change", channel=1, program=0))] + chords, "chords")
+    )
     return f
 
 
 def band() -> mido.MidiFile:
     bars = 5
-    keys = notes(0, [(4 * b + 2 * h, 2, p) for b in range(bars) for h in range(2) for p in CHORDS[b % 4]], 80)
-    bass = notes(1, [(4 * b + q, 1, CHORDS[b % 4][0] - 12) for b in range(bars) for q in range(4)], 100)
+    keys = notes(
+        0, [(4 * b + 2 * h, 2, p) for b in range(bars) for h in range(2) for p in CHORDS[b % 4]], 80
+    )
+    bass = notes(
+        1, [(4 * b + q, 1, CHORDS[b % 4][0] - 12) for b in range(bars) for q in range(4)], 100
+    )
     strings = notes(2, [(4 * b, 4, CHORDS[b % 4][2] + 12) for b in range(bars)], 64)
     drums = []
     for beat in range(4 * bars):
@@ -63,8 +71,14 @@ def band() -> mido.MidiFile:
         drums += notes(9, [(beat, 0.25, 36 if beat % 2 == 0 else 38)], 100)  # kick / snare
     f = mido.MidiFile(type=1, ticks_per_beat=TPB)
     f.tracks.append(track([(0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(120)))], "tempo"))
-    for ch, prog, ev, name in [(0, 4, keys, "e-piano"), (1, 33, bass, "bass"), (2, 48, strings, "strings")]:
-        f.tracks.append(track([(0, mido.Message("program_change", channel=ch, program=prog))] + ev, name))
+    for ch, prog, ev, name in [
+        (0, 4, keys, "e-piano"),
+        (1, 33, bass, "bass"),
+        (2, 48, strings, "strings"),
+    ]:
+        f.tracks.append(
+            track([(0, mido.Message("program_change", channel=ch, program=prog))] + ev, name)
+        )
     f.tracks.append(track(drums, "drums"))
     return f
 
@@ -73,16 +87,29 @@ def piano_pedal() -> mido.MidiFile:
     ev = [(0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(100)))]
     for b, chord in enumerate(CHORDS):
         base = 3 * b
-        ev += notes(0, [(base + i * 0.25, 0.25, p) for i, p in enumerate(chord + (chord[0] + 12,) * 1)], 85)
-        ev.append((int(base * TPB), mido.Message("control_change", channel=0, control=64, value=127)))
-        ev.append((int((base + 2.9) * TPB), mido.Message("control_change", channel=0, control=64, value=0)))
+        ev += notes(
+            0, [(base + i * 0.25, 0.25, p) for i, p in enumerate(chord + (chord[0] + 12,) * 1)], 85
+        )
+        ev.append(
+            (int(base * TPB), mido.Message("control_change", channel=0, control=64, value=127))
+        )
+        ev.append(
+            (
+                int((base + 2.9) * TPB),
+                mido.Message("control_change", channel=0, control=64, value=0),
+            )
+        )
     f = mido.MidiFile(type=0, ticks_per_beat=TPB)
     f.tracks.append(track(ev, "piano"))
     return f
 
 
 def main() -> None:
-    for name, make in [("melody_chords", melody_chords), ("band", band), ("piano_pedal", piano_pedal)]:
+    for name, make in [
+        ("melody_chords", melody_chords),
+        ("band", band),
+        ("piano_pedal", piano_pedal),
+    ]:
         path = HERE / f"{name}.mid"
         make().save(path)
         print(f"{path.name}: {mido.MidiFile(path).length:.1f} s")

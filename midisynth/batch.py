@@ -47,7 +47,9 @@ class OutputOptions:
     """How audio files are written."""
 
     sample_rate: int = audio.SAMPLE_RATE  # resampled from 16 kHz with soxr when different
-    normalize: str = "none"  # none | peak (-1 dBFS) | loudness (-16 LUFS, BS.1770)
+    # loudness (-16 LUFS, BS.1770; the whole file turned down if a peak would pass 0 dBFS) |
+    # peak (-1 dBFS) | none (the model's raw level, ~-38 LUFS for frame-s)
+    normalize: str = "loudness"
     gain_db: float = 0.0  # applied after normalisation; the file is scaled down rather than clipped
     subtype: str | None = None  # soundfile subtype, e.g. PCM_24; None = the format's default
 

@@ -121,11 +121,48 @@ class Job:
     keep_programs: float = 0.3
     soundfont: str | None = None
     reverb: bool = False
+    # Augmentation, rendered as new audio: pitched notes moved by ``transpose`` semitones (kept in
+    # 0..127), every time multiplied by ``stretch`` (> 1 = slower). Name: ``BASE#augK``.
+    transpose: int = 0
+    stretch: float = 1.0
+
+    @property
+    def base(self) -> str:
+        """The name of the file this job renders (augmented copies share their original's split)."""
+        return self.name.split("#aug")[0]
 
 
 def is_validation(name: str, fraction: float) -> bool:
-    """Stable split by file: the first 8 hex digits of sha1(name) as a fraction below ``fraction``."""
+    """Stable split by file: the first 8 hex digits of sha1(name) as a fraction below ``fraction``
+    (an augmented copy ``NAME#augK`` goes where ``NAME`` goes)."""
+    name = name.split("#aug")[0]
     return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 16**8 < fraction
+
+
+def augment_notes(notes: Sequence[Note], transpose: int, stretch: float) -> list[Note]:
+    """Pitched notes moved by ``transpose`` semitones (dropped if they leave 0..127; drums keep
+    their keys, which name instruments), all times multiplied by ``stretch``."""
+    out = []
+    for n in notes:
+        pitch = n.pitch if n.is_drum else n.pitch + transpose
+        if 0 <= pitch <= 127:
+            out.append(replace(n, pitch=pitch, start=n.start * stretch, end=n.end * stretch))
+    return out
+
+
+def augmented_jobs(jobs: Sequence[Job], copies: int, seed: int = 0) -> list[Job]:
+    """``copies`` augmented variants of every synthesized MIDI job: transpose uniform in −5..+6
+    semitones (never 0), tempo stretch log-uniform in [0.8, 1.25], seeded by name."""
+    out = []
+    for j in jobs:
+        if j.midi is None or j.audio is not None:
+            continue
+        rng = np.random.default_rng([seed, int(hashlib.sha1(j.name.encode()).hexdigest()[:8], 16)])
+        for k in range(copies):
+            t = int(rng.choice([-5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6]))
+            s = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+            out.append(replace(j, name=f"{j.name}#aug{k + 1}", transpose=t, stretch=round(s, 4)))
+    return out
 
 
 def paired_files(folder: str | os.PathLike) -> list[tuple[Path, Path]]:
@@ -160,6 +197,10 @@ def synthesize_piece(job: Job) -> Piece:
     else:
         if job.midi is not None:
             notes = randomize_programs(read_midi(job.midi).notes, rng, job.keep_programs)
+            if job.transpose or job.stretch != 1.0:
+                notes = augment_notes(notes, job.transpose, job.stretch)
+                if not notes:
+                    raise ValueError("no notes left after augmentation")
         else:
             notes = procedural_piece(rng, float(rng.uniform(15, 45)))
         duration = max(n.end for n in notes) + TAIL_SECONDS
@@ -275,11 +316,11 @@ def build_cache(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = list(jobs)
-    val_names = {j.name for j in jobs if is_validation(j.name, val_fraction)}
+    val_names = {j.base for j in jobs if is_validation(j.name, val_fraction)}
     if not val_names and len(jobs) >= 2 and val_fraction > 0:
         # A small corpus (e.g. 20 procedural pieces) may hash no name below the fraction; training
         # needs a validation split, so the piece with the lowest hash is held out.
-        val_names = {min(jobs, key=lambda j: hashlib.sha1(j.name.encode()).hexdigest()).name}
+        val_names = {min(jobs, key=lambda j: hashlib.sha1(j.base.encode()).hexdigest()).base}
     stats = CacheStats()
     buffers: dict[str, list[Piece]] = {"train": [], "val": []}
     counters = {"train": 0, "val": 0}
@@ -300,7 +341,7 @@ def build_cache(
             except (MidiError, OSError, ValueError, subprocess.SubprocessError) as e:
                 stats.failed.append(f"{job.name}: {str(e).splitlines()[0] if str(e) else e}")
                 continue
-            split = "val" if job.name in val_names else "train"
+            split = "val" if job.base in val_names else "train"
             buffers[split].append(piece)
             stats.pieces[split] = stats.pieces.get(split, 0) + 1
             stats.seconds[split] = stats.seconds.get(split, 0.0) + piece.seconds
@@ -407,6 +448,14 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     )
     ap.add_argument("--procedural", type=int, default=0, help="number of generated pieces")
     ap.add_argument(
+        "--augment",
+        action="append",
+        default=[],
+        metavar="NAME=COPIES",
+        help="for the --midi source NAME, also render COPIES transposed (−5..+6 semitones) and "
+        "time-stretched (0.8–1.25×) variants of each file as new audio (repeatable)",
+    )
+    ap.add_argument(
         "--soundfont",
         action="append",
         default=[],
@@ -437,6 +486,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m midisynth.cac
         jobs += midi_jobs(
             name, folder, max_files=int(limit) if limit else None, seed=args.seed, **common
         )
+    copies = {n: int(c) for n, _, c in (a.partition("=") for a in args.augment)}
+    for source, n in copies.items():
+        jobs += augmented_jobs([j for j in jobs if j.source == source], n, args.seed)
     for folder in args.paired:
         jobs += [
             Job(f"paired/{m.relative_to(folder).as_posix()}", "paired", str(m), str(w))
@@ -451,6 +503,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m midisynth.cac
         "midi": args.midi,
         "paired": args.paired,
         "procedural": args.procedural,
+        "augment": args.augment,
         "soundfonts": [Path(f).name for f in fonts if f],
         "keep_programs": args.keep_programs,
         "reverb": args.reverb,

@@ -104,7 +104,9 @@ class NoteEmbedding(nn.Module):
     def __init__(self, d: int, out: int, velocity: str = "gain") -> None:
         super().__init__()
         if velocity not in ("gain", "embedding"):
-            raise ValueError(f"FrameConfig.velocity must be 'gain' or 'embedding', not {velocity!r}")
+            raise ValueError(
+                f"FrameConfig.velocity must be 'gain' or 'embedding', not {velocity!r}"
+            )
         self.velocity_mode = velocity
         self.pitch = nn.Embedding(128, d)
         self.inst = nn.Embedding(notegrid.N_INST, d)
@@ -135,7 +137,9 @@ class NoteEmbedding(nn.Module):
         live = (flat[:, 2] > 0).nonzero().squeeze(1)  # only real notes are embedded
         g = flat[live]
         vel = g[:, 2]
-        code = self.pitch(g[:, 0]) + self.inst(g[:, 1]) + self.age(g[:, 3]) + self.remaining(g[:, 4])
+        code = (
+            self.pitch(g[:, 0]) + self.inst(g[:, 1]) + self.age(g[:, 3]) + self.remaining(g[:, 4])
+        )
         if self.velocity_mode == "embedding":
             v = (vel.float() / 127.0)[:, None].to(code.dtype)
             code = code + self.velocity(vel // 8) + self.velocity_lin(v)

@@ -323,7 +323,7 @@ def invert_file(
     inverter: dict[str, Any] | str = "griffin-lim",
     *,
     sample_rate: int = audio.SAMPLE_RATE,
-    normalize: str = "none",
+    normalize: str = "loudness",
     gain_db: float = 0.0,
     chunk_frames: int = audio.SEGMENT_FRAMES,
 ) -> Path:

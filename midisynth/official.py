@@ -185,6 +185,19 @@ def download_official(entry: RegistryEntry, *, progress: bool = True) -> Path:
     return folder
 
 
+def is_downloaded(entry: RegistryEntry) -> bool:
+    """Whether every file ``download_official`` needs is in the local Hugging Face cache (no
+    network: ``try_to_load_from_cache`` only reads the cache folder)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    assert entry.repo_id is not None
+    for f in OFFICIAL_FILES:
+        hit = try_to_load_from_cache(entry.repo_id, f, revision=entry.revision)
+        if not isinstance(hit, str):
+            return False
+    return True
+
+
 def _converted_path(src: Path) -> Path:
     key = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:12]
     return cache_dir() / "converted" / f"{src.name}-{key}"

@@ -147,7 +147,8 @@ class Studio:
             job.progress = min(0.99, done / total) if total else 0.0
 
         out = render(self.model, score, options, progress)
-        wave = torch.from_numpy(out.audio)
+        # -16 LUFS as the CLI's default (--normalize loudness), then turned down if it would clip.
+        wave = audio.normalize_loudness(torch.from_numpy(out.audio), out.sample_rate)
         peak = float(wave.abs().max()) if wave.numel() else 0.0
         if peak > 1.0:
             wave = wave / peak  # turned down, never clipped (as the CLI does)

@@ -65,6 +65,10 @@ class FrameTrainConfig:
     grad_clip: float = 1.0
     context_drop: float = 0.1
     prior_weight: float = 1.0  # weight of the prior's L1 beside the denoiser's
+    # Denoiser noise levels: a fraction ``tau_focus`` of each batch draws τ ~ U[0, tau_focus_max)
+    # — the levels rendering starts from (shallow diffusion from the prior) — the rest U[0, 1).
+    tau_focus: float = 0.0
+    tau_focus_max: float = 0.5
     # Louder must never sound quieter: weight of a hinge on the prior's frame energy when every
     # note's velocity is raised (``velocity_hinge``); 0 = off. Costs a second prior pass per step.
     monotone_weight: float = 0.0
@@ -75,6 +79,8 @@ class FrameTrainConfig:
     seed: int = 0
     threads: int | None = None
     device: str = "auto"  # auto | cpu | cuda (weights.resolve_device)
+    data_workers: int = 1  # processes making batches (1 = one thread; a GPU needs ~12)
+    bf16: str = "auto"  # autocast: auto (CUDA only) | on | off
 
 
 # ---- Examples -----------------------------------------------------------------------------------
@@ -135,14 +141,53 @@ class FrameSampler:
         return FrameBatch(*(torch.from_numpy(np.stack(c)) for c in cols))
 
 
-def _prefetch(sampler: FrameSampler, seed: int, size: int, depth: int = 4) -> Queue:
-    """Batches made by a background thread (numpy releases the GIL for most of the work)."""
-    q: Queue = Queue(maxsize=depth)
-    rng = np.random.default_rng(seed)
+_WORKER_SAMPLER: FrameSampler | None = None  # set in each batch-making process
 
-    def work() -> None:
-        while True:
-            q.put(sampler.batch(rng, size))
+
+def _init_worker(sampler: FrameSampler) -> None:
+    global _WORKER_SAMPLER
+    torch.set_num_threads(1)  # forked OpenMP pools must stay unused
+    _WORKER_SAMPLER = sampler
+
+
+def _worker_batch(seed: tuple[int, int], size: int) -> FrameBatch:
+    assert _WORKER_SAMPLER is not None
+    return _WORKER_SAMPLER.batch(np.random.default_rng(seed), size)
+
+
+def _prefetch(
+    sampler: FrameSampler, seed: int, size: int, depth: int = 4, workers: int = 1
+) -> Queue:
+    """Batches made ahead of the model: by one background thread (numpy releases the GIL for most
+    of the work), or by ``workers`` forked processes (call k seeded with (seed, k)), which a GPU
+    needs — one thread makes ~100 examples/s."""
+    q: Queue = Queue(maxsize=max(depth, 2 * workers))
+    if workers <= 1:
+        rng = np.random.default_rng(seed)
+
+        def work() -> None:
+            while True:
+                q.put(sampler.batch(rng, size))
+
+    else:
+        import multiprocessing
+        from collections import deque
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_init_worker,
+            initargs=(sampler,),
+        )
+
+        def work() -> None:
+            calls = deque(pool.submit(_worker_batch, (seed, k), size) for k in range(2 * workers))
+            k = len(calls)
+            while True:
+                q.put(calls.popleft().result())
+                calls.append(pool.submit(_worker_batch, (seed, k), size))
+                k += 1
 
     threading.Thread(target=work, daemon=True).start()
     return q
@@ -160,6 +205,14 @@ def frame_losses(model, b: FrameBatch, tau: torch.Tensor, noise: torch.Tensor, c
     v = alpha * noise - sigma * b.target
     v_l1 = (model(z, tau, cond) - v).abs().mean(dim=(1, 2))
     return prior_l1, v_l1
+
+
+def sample_tau(n: int, cfg: FrameTrainConfig, device: torch.device) -> torch.Tensor:
+    """(n,) noise levels: U[0, 1), with a fraction ``cfg.tau_focus`` squeezed into
+    [0, ``cfg.tau_focus_max``) so the denoiser trains most where sampling uses it."""
+    tau = torch.rand(n, device=device)
+    focus = torch.rand(n, device=device) < cfg.tau_focus
+    return torch.where(focus, tau * cfg.tau_focus_max, tau)
 
 
 def velocity_hinge(model, b: FrameBatch, prior: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
@@ -341,6 +394,7 @@ def _save(run: _Run, step: int, final: bool, log) -> None:
         "lr": cfg.lr,
         "examples_seen": step * cfg.batch_size,
         "loss": "L1(prior, x0) + L1 on v, continuous cosine tau ~ U[0,1)"
+        + (f", {cfg.tau_focus:.0%} of it tau ~ U[0,{cfg.tau_focus_max})" if cfg.tau_focus else "")
         + (f" + {cfg.monotone_weight} x velocity hinge" if cfg.monotone_weight else ""),
         "data": {
             "cache": str(cfg.data),
@@ -398,7 +452,11 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
     cache.check_cache(cfg.data)  # before anything is written
     run = _start(cfg, log)
     model, opt, device = run.model, run.opt, run.device
-    batches = _prefetch(run.train_set, cfg.seed + run.step0, cfg.batch_size)
+    batches = _prefetch(
+        run.train_set, cfg.seed + run.step0, cfg.batch_size, workers=cfg.data_workers
+    )
+    bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=bf16)
     ema_p, model_p = list(run.ema.parameters()), list(model.parameters())
     last_save, t_log, seen, acc = time.time(), time.time(), 0, []
     hinge_rng = torch.Generator().manual_seed(cfg.seed + run.step0)
@@ -412,12 +470,13 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
         lr = lr_at(run.step0 + step if run.resumed_opt else step, cfg, minutes)
         for g in opt.param_groups:
             g["lr"] = lr
-        tau = torch.rand(b.target.shape[0], device=device)
-        cond = model.encode(b.grid, b.context, b.context_mask)
-        prior_l1, v_l1 = frame_losses(model, b, tau, torch.randn_like(b.target), cond)
-        loss = cfg.prior_weight * prior_l1.mean() + v_l1.mean()
-        if cfg.monotone_weight:
-            loss = loss + cfg.monotone_weight * velocity_hinge(model, b, cond.prior, hinge_rng)
+        tau = sample_tau(b.target.shape[0], cfg, device)
+        with autocast:  # bf16 on CUDA; the losses are taken in float32 (outputs are .float())
+            cond = model.encode(b.grid, b.context, b.context_mask)
+            prior_l1, v_l1 = frame_losses(model, b, tau, torch.randn_like(b.target), cond)
+            loss = cfg.prior_weight * prior_l1.mean() + v_l1.mean()
+            if cfg.monotone_weight:
+                loss = loss + cfg.monotone_weight * velocity_hinge(model, b, cond.prior, hinge_rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

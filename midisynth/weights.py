@@ -47,7 +47,7 @@ class RegistryEntry:
     local_dir: Path | None = None  # bundled folder in midisynth format
     builtin: str | None = None  # generated in-process (tests)
     # A bundled model that has not met its quality targets yet (config.json "preview": true):
-    # usable by name, never the default.
+    # labelled as such in `midisynth models`.
     preview: bool = False
 
 
@@ -91,11 +91,32 @@ def _register_bundled() -> None:
 _register_bundled()
 
 
+# The model used when none is named: bundled in `weights/`, so rendering needs no network. The
+# released model stays one flag away (`--model official`); MIDISYNTH_MODEL names another default.
+DEFAULT_MODEL = "frame-s"
+DEFAULT_MODEL_ENV = "MIDISYNTH_MODEL"
+
+
 def default_model_name() -> str:
-    """The model `midisynth render` uses when none is given: the bundled one when it exists
-    (previews excluded), else the official one."""
-    bundled = [e.name for e in REGISTRY.values() if e.local_dir is not None and not e.preview]
-    return bundled[0] if bundled else "official"
+    """The model used when none is given: ``$MIDISYNTH_MODEL`` (a name or a folder) if set, else
+    the bundled ``DEFAULT_MODEL`` when its folder is present, else the official one."""
+    env = os.environ.get(DEFAULT_MODEL_ENV, "").strip()
+    if env:
+        return env
+    entry = REGISTRY.get(DEFAULT_MODEL)
+    return DEFAULT_MODEL if entry is not None and entry.local_dir is not None else "official"
+
+
+def availability(entry: RegistryEntry) -> str:
+    """Where a registered model's weights are, without touching the network: "bundled",
+    "built in", "downloaded" (in the Hugging Face cache) or "needs download"."""
+    if entry.local_dir is not None:
+        return "bundled"
+    if entry.builtin is not None:
+        return "built in"
+    from .official import is_downloaded
+
+    return "downloaded" if is_downloaded(entry) else "needs download"
 
 
 def cache_dir() -> Path:

@@ -16,7 +16,7 @@ from midisynth.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = [e for e in weights.REGISTRY.values() if e.local_dir is not None]
-BUNDLED = [e for e in SHIPPED if not e.preview]  # candidates for the default
+BUNDLED = [e for e in SHIPPED if e.name == weights.DEFAULT_MODEL]  # the default, when present
 needs_bundled = pytest.mark.skipif(not BUNDLED, reason="no bundled default model in weights/")
 needs_shipped = pytest.mark.skipif(not SHIPPED, reason="no model in weights/")
 
@@ -31,19 +31,45 @@ def _ramp_module():
 
 
 @needs_bundled
-def test_bundled_model_is_the_default_and_listed_so():
-    assert weights.default_model_name() == BUNDLED[0].name
+def test_bundled_model_is_the_default_and_listed_so(monkeypatch):
+    monkeypatch.delenv(weights.DEFAULT_MODEL_ENV, raising=False)
+    assert weights.default_model_name() == weights.DEFAULT_MODEL
     r = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"})
     assert r.exit_code == 0
-    assert f"{BUNDLED[0].name} (default)" in r.output
+    line = next(x for x in r.output.splitlines() if f"{weights.DEFAULT_MODEL} (default)" in x)
+    assert "bundled" in line
+    official = next(x for x in r.output.splitlines() if "official" in x)
+    assert "needs download" in official or "downloaded" in official
 
 
-def test_previews_are_never_the_default():
-    previews = [e.name for e in SHIPPED if e.preview]
-    assert weights.default_model_name() not in previews
-    r = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"})
-    for name in previews:
-        assert f"{name} (default)" not in r.output and "PREVIEW" in r.output
+def test_environment_variable_sets_the_default(monkeypatch):
+    monkeypatch.setenv(weights.DEFAULT_MODEL_ENV, "tiny-random")
+    assert weights.default_model_name() == "tiny-random"
+    assert weights.load_model().name == "tiny-random"
+    r = CliRunner().invoke(
+        app, ["models"], env={"COLUMNS": "200", "MIDISYNTH_MODEL": "tiny-random"}
+    )
+    assert "tiny-random (default)" in r.output
+
+
+@needs_bundled
+def test_default_render_touches_no_network(tmp_path, monkeypatch):
+    """No --model: the bundled model renders with every network path made to fail loudly."""
+    import socket
+
+    import huggingface_hub
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the default render tried the network")
+
+    monkeypatch.delenv(weights.DEFAULT_MODEL_ENV, raising=False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    out = tmp_path / "o.wav"
+    r = CliRunner().invoke(app, ["render", str(REPO / "examples" / "melody_chords.mid"), str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.is_file()
 
 
 @needs_shipped
@@ -63,7 +89,7 @@ def test_velocity_ramp_gets_louder(entry):
     model = weights.load_model(entry.name)
     res = _ramp_module().ramp_levels(model)
     assert res["mel_range_db"] >= 10.0, res["rows"]  # velocity 120 ≥ 10 dB above velocity 20
-    if not entry.preview or model.config.frame.velocity == "gain":
+    if entry.name == weights.DEFAULT_MODEL or model.config.frame.velocity == "gain":
         # the default model, and any whose velocity is a monotone gain, rise at every step
         assert res["mel_monotonic"] and res["audio_monotonic"], res["rows"]
 
@@ -80,12 +106,22 @@ def test_readme_first_command_renders_the_example_offline(tmp_path, monkeypatch)
         named = args[args.index("--model") + 1]
         assert named in [e.name for e in SHIPPED] + ["tiny-random"]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv(weights.DEFAULT_MODEL_ENV, raising=False)
     monkeypatch.chdir(REPO)
-    out = tmp_path / "o.wav"
-    args = [a if not a.endswith(".wav") else str(out) for a in args[2:]]
+    args = args[2:]
+    out = tmp_path / "rendered"
+    if "-o" in args:  # a folder: its output folder moves to tmp_path
+        args[args.index("-o") + 1] = str(out)
+    else:
+        args = [a if not a.endswith(".wav") else str(out / "o.wav") for a in args]
     r = CliRunner().invoke(app, ["render", *args])
     assert r.exit_code == 0, r.output
     import soundfile as sf
 
-    wave, sr = sf.read(out)
-    assert sr == 16000 and np.abs(wave).max() > 1e-3
+    wavs = sorted(out.rglob("*.wav"))
+    assert wavs, r.output
+    for wav in wavs:
+        wave, sr = sf.read(wav)
+        assert sr == 16000 and np.abs(wave).max() > 1e-3
+        level = 20 * np.log10(np.sqrt(np.mean(wave**2)))
+        assert level > -30, (wav, level)  # --normalize loudness (-16 LUFS) is the default

@@ -267,8 +267,7 @@ def test_default_model_without_network_is_one_clear_line(tmp_path, monkeypatch):
 
     from midisynth import weights
 
-    if weights.default_model_name() != "official":
-        pytest.skip("a bundled model is installed: it is the default")
+    monkeypatch.setenv(weights.DEFAULT_MODEL_ENV, "official")  # the default made the Hub's
 
     def offline(*args, **kwargs):  # the transport only: what hf_hub_download raises offline
         raise huggingface_hub.errors.LocalEntryNotFoundError("cannot reach the Hub")
@@ -277,11 +276,11 @@ def test_default_model_without_network_is_one_clear_line(tmp_path, monkeypatch):
     out = tmp_path / "out.wav"
     line = one_line_error(run("render", str(EXAMPLES / "melody_chords.mid"), str(out)))
     assert "cannot download google/music-spectrogram-diffusion" in line
-    assert "no bundled model is installed" in line and "--model /path/to" in line
+    assert "the default is the official model" in line and "--model /path/to" in line
     assert (
         "hf download google/music-spectrogram-diffusion" in line
     )  # today's CLI, not huggingface-cli
-    assert "try --model frame-s" in line or not any(e.preview for e in weights.REGISTRY.values())
+    assert f"try --model {weights.DEFAULT_MODEL}" in line
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -468,6 +467,39 @@ def test_stems_sum_to_the_mix(tmp_path):
     assert all(len(p) == len(mix) for p in parts)
     assert np.abs(np.sum(parts, axis=0) - mix).max() <= 4 * 2**-15  # PCM_16 rounding, 5 files
     assert np.abs(mix).max() == pytest.approx(10 ** (-1 / 20), abs=2**-14)  # the mix is normalized
+
+
+def test_loudness_is_the_default_and_none_keeps_the_raw_level(tmp_path):
+    import torch
+
+    from midisynth import audio
+
+    levels = {}
+    for mode in ("default", "none"):
+        dst = tmp_path / f"{mode}.wav"
+        extra = [] if mode == "default" else ["--normalize", "none"]
+        r = run("render", str(EXAMPLES / "melody_chords.mid"), str(dst), "--device", "cpu", *extra)
+        assert r.exit_code == 0, r.output
+        wave, sr = sf.read(dst, dtype="float32")
+        levels[mode] = audio.loudness_lufs(torch.from_numpy(wave), sr)
+        if mode == "default":
+            # -16 LUFS, unless a peak would pass the ceiling: then the whole file is turned down
+            # to it (never clipped), and the run says so
+            at_ceiling = np.abs(wave).max() > 0.99
+            assert levels[mode] == pytest.approx(-16.0, abs=0.5) or (
+                at_ceiling and levels[mode] < -16.0 and "turned down" in r.output
+            ), (levels, r.output)
+    assert levels["default"] > levels["none"] + 10  # the raw level is far quieter
+
+
+def test_stems_sum_to_the_mix_at_the_default_loudness(tmp_path):
+    dst = tmp_path / "band.wav"
+    r = run("render", str(EXAMPLES / "band.mid"), str(dst), *FAST, "--stems")
+    assert r.exit_code == 0, r.output
+    mix, sr = sf.read(dst, dtype="float64")
+    parts = [sf.read(p, dtype="float64")[0] for p in sorted(tmp_path.glob("band.*.wav"))]
+    assert len(parts) == 4
+    assert np.abs(np.sum(parts, axis=0) - mix).max() <= 4 * 2**-15
 
 
 def test_stems_follow_swaps_and_refuse_folders(tmp_path):

@@ -207,7 +207,7 @@ def test_unreachable_hub_says_how_to_get_the_weights(tmp_path, cache, monkeypatc
     assert "--model /path/to" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_preview_models_are_registered_but_never_the_default(tmp_path, monkeypatch):
+def test_default_is_the_bundled_model_else_official(tmp_path, monkeypatch):
     import torch
 
     from midisynth import weights as W
@@ -229,12 +229,42 @@ def test_preview_models_are_registered_but_never_the_default(tmp_path, monkeypat
         preview=True,
         sampling={"sampler": "ddim-cosine", "steps": 4, "start": 0.5},
     )
-    W.release_model(src, root / "bb-final")
+    W.release_model(src, root / W.DEFAULT_MODEL)
+    monkeypatch.delenv(W.DEFAULT_MODEL_ENV, raising=False)
     monkeypatch.setattr(W, "BUNDLED_DIR", root)
     monkeypatch.setattr(W, "REGISTRY", {k: v for k, v in W.REGISTRY.items() if v.local_dir is None})
     W._register_bundled()
     assert W.REGISTRY["aa-preview"].preview and "PREVIEW" in W.REGISTRY["aa-preview"].description
-    assert W.default_model_name() == "bb-final"
-    del W.REGISTRY["bb-final"]
-    assert W.default_model_name() == "official"
+    assert W.default_model_name() == W.DEFAULT_MODEL  # bundled: offline
+    assert W.availability(W.REGISTRY[W.DEFAULT_MODEL]) == "bundled"
+    monkeypatch.setenv(W.DEFAULT_MODEL_ENV, "aa-preview")
+    assert W.default_model_name() == "aa-preview"
+    monkeypatch.delenv(W.DEFAULT_MODEL_ENV)
+    del W.REGISTRY[W.DEFAULT_MODEL]
+    assert W.default_model_name() == "official"  # a clone without weights/
     assert isinstance(W.load_model("aa-preview").model, torch.nn.Module)
+
+
+def test_availability_reads_the_hub_cache_without_network(tmp_path, monkeypatch):
+    """The official entry is "downloaded" once every file is in the Hugging Face cache."""
+    import huggingface_hub
+
+    from midisynth import official
+    from midisynth import weights as W
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("availability() touched the network")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    entry = W.REGISTRY["official"]
+    assert W.availability(entry) == "needs download"
+    snap = tmp_path / "models--google--music-spectrogram-diffusion" / "snapshots" / ("a" * 40)
+    for f in official.OFFICIAL_FILES:
+        (snap / f).parent.mkdir(parents=True, exist_ok=True)
+        (snap / f).write_bytes(b"x")
+    refs = tmp_path / "models--google--music-spectrogram-diffusion" / "refs"
+    refs.mkdir()
+    (refs / "main").write_text("a" * 40)
+    assert W.availability(entry) == "downloaded"
+    assert W.availability(W.REGISTRY["tiny-random"]) == "built in"

@@ -15,6 +15,12 @@ err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 stdout = out  # for commands whose own `out` parameter hides the console
 
+# Help of every --model option (weights.DEFAULT_MODEL, not imported: it would import torch).
+MODEL_HELP = (
+    "Model name (`midisynth models`) or folder. Default: frame-s, bundled, offline "
+    "($MIDISYNTH_MODEL sets another); `official` = the released 410 M model (download)."
+)
+
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print a one-line error and exit."""

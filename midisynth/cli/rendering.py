@@ -13,7 +13,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from .common import Normalize, Sampler, err, fail, fail_on, user_errors
+from .common import MODEL_HELP, Normalize, Sampler, err, fail, fail_on, user_errors
 
 
 # `render` is long only because Typer reads a command's options from its signature: ~30 options,
@@ -49,7 +49,8 @@ def render(
     ] = None,
     no_drums: Annotated[bool, typer.Option("--no-drums", help="Drop channel-10 drums.")] = False,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model name (`midisynth models`) or folder.")
+        str | None,
+        typer.Option("--model", "-m", help=MODEL_HELP),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
@@ -87,8 +88,12 @@ def render(
         ),
     ] = 16000,
     normalize: Annotated[
-        Normalize, typer.Option(help="none, peak (-1 dBFS) or loudness (-16 LUFS).")
-    ] = Normalize.none,
+        Normalize,
+        typer.Option(
+            help="loudness = -16 LUFS (BS.1770; turned down as a whole if a peak would clip), "
+            "peak = -1 dBFS, none = the model's raw level."
+        ),
+    ] = Normalize.loudness,
     gain: Annotated[
         float, typer.Option(min=-60.0, max=60.0, help="Gain in dB, after normalisation.")
     ] = 0.0,
@@ -297,13 +302,12 @@ def _load(req: _Request):
         loaded = load_model(req.model, device=dev, dtype=req.dtype)
     except ModelError as e:
         if req.model is None and default_model_name() == "official":
-            from ..weights import REGISTRY
+            from ..weights import DEFAULT_MODEL, DEFAULT_MODEL_ENV, REGISTRY
 
-            previews = [n for n, entry in REGISTRY.items() if entry.preview]
-            hint = f"; offline, try --model {previews[0]} (a preview)" if previews else ""
+            hint = f"; offline, try --model {DEFAULT_MODEL}" if DEFAULT_MODEL in REGISTRY else ""
             raise ModelError(
-                f"{str(e).splitlines()[0]} (no --model given, and no bundled model is "
-                f"installed as the default: the official one is{hint})"
+                f"{str(e).splitlines()[0]} (no --model given; the default is the official model, "
+                f"set by ${DEFAULT_MODEL_ENV} or because no bundled model is installed{hint})"
             ) from None
         raise
     if req.inverter is not None:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from .common import Normalize, Sampler, err, fail, fail_on, out, stdout, user_errors
+from .common import MODEL_HELP, Normalize, Sampler, err, fail, fail_on, out, stdout, user_errors
 
 
 def inspect(
@@ -109,23 +109,35 @@ def _print_inspection(file: Path, score, pmap, segs) -> None:
 
 
 def models() -> None:
-    """List registered and bundled models, and where converted models are cached."""
+    """List the models: which is the default, and which are available here without a download."""
     from rich.table import Table
 
-    from ..weights import REGISTRY, cache_dir, default_model_name
+    from ..weights import DEFAULT_MODEL_ENV, REGISTRY, availability, cache_dir, default_model_name
 
     default = default_model_name()
     table = Table()
-    for col in ("name", "source", "description"):
+    for col in ("name", "available", "source", "description"):
         table.add_column(col, overflow="fold")  # narrow terminals wrap names/paths, never cut them
     for e in REGISTRY.values():
         src = e.repo_id or (str(e.local_dir) if e.local_dir else "built in")
-        table.add_row(e.name + (" (default)" if e.name == default else ""), src, e.description)
+        table.add_row(
+            e.name + (" (default)" if e.name == default else ""),
+            availability(e),
+            src,
+            e.description,
+        )
     converted = sorted((cache_dir() / "converted").glob("*/config.json"))
     for cfg in converted:
-        table.add_row(cfg.parent.name, str(cfg.parent), "converted (use the path or its source)")
+        table.add_row(
+            cfg.parent.name, "converted", str(cfg.parent), "converted (use the path or its source)"
+        )
     out.print(table)
-    out.print(f"Local folders work too: --model /path/to/folder. Cache: {cache_dir()}")
+    if default not in REGISTRY:
+        out.print(f"Default: {default} (from ${DEFAULT_MODEL_ENV}).")
+    out.print(
+        f"Local folders work too: --model /path/to/folder; ${DEFAULT_MODEL_ENV} sets the default. "
+        f"Cache: {cache_dir()}"
+    )
 
 
 def programs(
@@ -292,9 +304,7 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Address to bind; 127.0.0.1 keeps the page on this computer.")
     ] = "127.0.0.1",
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model name or folder.")
-    ] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     max_upload_mb: Annotated[
         float, typer.Option(min=0.01, max=1024, help="Largest MIDI upload accepted.")
@@ -335,8 +345,12 @@ def invert(
         int, typer.Option("--sample-rate", "-r", min=8000, max=192000, help="Output rate.")
     ] = 16000,
     normalize: Annotated[
-        Normalize, typer.Option(help="none, peak (-1 dBFS) or loudness (-16 LUFS).")
-    ] = Normalize.none,
+        Normalize,
+        typer.Option(
+            help="loudness = -16 LUFS (BS.1770; turned down as a whole if a peak would clip), "
+            "peak = -1 dBFS, none = the model's raw level."
+        ),
+    ] = Normalize.loudness,
     gain: Annotated[float, typer.Option(min=-60.0, max=60.0, help="Gain in dB.")] = 0.0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
@@ -359,9 +373,7 @@ def invert(
 
 def evaluate(
     midi: Annotated[Path, typer.Argument(help="A MIDI file or a folder of them.")],
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model name or folder.")
-    ] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Evaluate at most this many files.")
     ] = None,
