@@ -158,6 +158,32 @@ class NoteEmbedding(nn.Module):
         return self.proj(out.view(B, T, -1)) + self.spectrum_proj(log_spec)  # (B, T, out)
 
 
+class Head2d(nn.Module):
+    """Per-bin refinement of the denoiser's v: the trunk's features unfolded to ``c`` channels per
+    (frame, bin), beside the noisy mel, the prior and the trunk's own v, through residual 3×3
+    convolutions over (time, bin); the last one starts at zero, so the head starts as the identity.
+    """
+
+    def __init__(self, d: int, mels: int, c: int, layers: int) -> None:
+        super().__init__()
+        self.c, self.mels = c, mels
+        self.unfold = nn.Linear(d, c * mels // 8)  # (D → c/8 per bin, × 8 bins) kept cheap
+        self.inp = nn.Conv2d(c // 8 + 3, c, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1) for _ in range(layers))
+        self.out = nn.Conv2d(c, 1, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, h: Tensor, x: Tensor, prior: Tensor, v: Tensor) -> Tensor:
+        B, T, _ = h.shape
+        f = self.unfold(h).view(B, T, self.c // 8, self.mels).permute(0, 2, 1, 3)  # (B, c/8, T, M)
+        maps = torch.stack([x, prior, v], dim=1).to(f.dtype)  # (B, 3, T, M)
+        y = nn.functional.gelu(self.inp(torch.cat([f, maps], dim=1)))  # (B, c, T, M)
+        for conv in self.blocks:
+            y = y + nn.functional.gelu(conv(y))
+        return v + self.out(y)[:, 0]  # (B, T, M)
+
+
 class FrameNet(nn.Module):
     """The frame-conditioned prior + denoiser (see the module docstring)."""
 
@@ -184,6 +210,9 @@ class FrameNet(nn.Module):
         self.out = nn.Linear(d, mels)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.head = (
+            Head2d(d, mels, cfg.denoise_2d, cfg.denoise_2d_layers) if cfg.denoise_2d else None
+        )
 
     def encode_context(self, context: Tensor, context_mask: Tensor) -> Tensor:
         """(B, 256, 128) scaled previous mel, (B, 256) bool valid frames → (B, D)."""
@@ -217,4 +246,7 @@ class FrameNet(nn.Module):
         h = self.x_in(x.to(dtype)) + self.mu_in(prior) + cond.hidden.to(dtype)  # (B, T, D)
         for blk in self.denoise_blocks:
             h = blk(h, c)
-        return self.out(self.out_norm(h)).float()
+        v = self.out(self.out_norm(h))  # (B, T, 128)
+        if self.head is not None:
+            v = self.head(h, x.to(dtype), prior, v)
+        return v.float()

@@ -108,6 +108,11 @@ class FrameConfig:
     # on each note's harmonic spectrum (louder never sounds quieter); "embedding" — coarse bins +
     # a linear term in each note's code (frame-s, whose loudness was not monotonic in velocity).
     velocity: str = "gain"
+    # Channels of a 2-D convolutional head over (time, mel bin) at the denoiser's output (0 = none):
+    # the 1-D blocks mix every bin through d_model channels, too coarse to tell per-bin noise from
+    # per-bin texture; a few local 3×3 convolutions over the noisy mel do that cheaply.
+    denoise_2d: int = 0
+    denoise_2d_layers: int = 3
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -91,3 +91,26 @@ def test_velocity_gain_spectrum_is_monotone_and_code_is_velocity_free():
     assert torch.allclose(seen["code"][0], seen["code"][0, :1].expand(8, -1))  # velocity-free
     with pytest.raises(ValueError, match="velocity must be"):
         NoteEmbedding(16, 24, velocity="loud")
+
+
+def test_denoise_head_starts_as_the_identity_and_resumes_old_weights(tiny_frame):
+    """A 2-D head added to a trained model (resume) leaves its output unchanged until trained."""
+    import dataclasses
+
+    from midisynth.model import FrameConfig, build_model
+
+    old = tiny_frame.model
+    frame = FrameConfig(**{**old.config.frame.as_dict(), "denoise_2d": 16, "denoise_2d_layers": 1})
+    net = build_model(dataclasses.replace(old.config, frame=frame)).eval()
+    result = net.load_state_dict(old.state_dict(), strict=False)
+    assert result.unexpected_keys == [] and all(k.startswith("head.") for k in result.missing_keys)
+    grid = torch.zeros(1, 256, 32, 5, dtype=torch.int16)
+    grid[0, 5:50, 0] = torch.tensor([64, 0, 90, 3, 60], dtype=torch.int16)
+    cond = old.encode(grid, torch.zeros(1, 256, 128), torch.zeros(1, 256, dtype=torch.bool))
+    x = torch.randn(1, 256, 128)
+    with torch.no_grad():
+        assert torch.allclose(net(x, torch.tensor([0.3]), cond), old(x, torch.tensor([0.3]), cond))
+        torch.nn.init.normal_(net.head.out.weight, std=0.1)  # once trained, it acts per bin
+        assert not torch.allclose(
+            net(x, torch.tensor([0.3]), cond), old(x, torch.tensor([0.3]), cond)
+        )
