@@ -74,7 +74,7 @@ def log_spectral_distance(ref_audio: np.ndarray, est_audio: np.ndarray) -> float
     floored at 1e-10; per frame sqrt(mean over bins of (10·log10 P_ref − 10·log10 P_est)²), then
     the mean over frames.
     """
-    from .inverter import stft
+    from .griffinlim import stft
 
     n = min(len(ref_audio), len(est_audio))
     if n == 0:

@@ -142,8 +142,8 @@ class VocoderTrainConfig:
 
 def magnitude_loss(log_mag: torch.Tensor, wave: torch.Tensor) -> torch.Tensor:
     """griffin-lim mode: L1 of log magnitudes + spectral convergence against the crops' own STFT
-    (front-end framing, ``inverter.stft``); log_mag (B, T, 513), wave (B, T·320). Scalar."""
-    from .inverter import stft
+    (front-end framing, ``griffinlim.stft``); log_mag (B, T, 513), wave (B, T·320). Scalar."""
+    from .griffinlim import stft
 
     target = stft(wave).abs()[:, : log_mag.shape[1]]  # (B, T, 513)
     pred = log_mag.clamp(max=12.0).exp()
@@ -205,7 +205,7 @@ def _loss(model: Vocoder, cfg: VocoderTrainConfig, wave: Tensor, mel: Tensor, st
         log_mag = model.log_magnitude(mel)
         loss = magnitude_loss(log_mag, wave)
         if cfg.through_gl:
-            from .inverter import griffin_lim
+            from .griffinlim import griffin_lim
 
             mags = log_mag.clamp(max=12.0).exp()
             pred = torch.stack([griffin_lim(m, cfg.through_gl, seed=step) for m in mags])

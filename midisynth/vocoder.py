@@ -3,7 +3,7 @@
     mel (B, T, 128) ──Conv──▶ ConvNeXt blocks ──▶ Linear ──▶ log|S| (B, T, 513), phase (B, T, 513)
                                                         └──▶ iSTFT with the front end's framing
 
-The STFT it predicts uses the front end's own framing (``inverter.stft``: frame k = samples
+The STFT it predicts uses the front end's own framing (``griffinlim.stft``: frame k = samples
 [320k, 320k + 640), periodic Hann 640 in a 1024-point FFT), so one mel frame = one STFT frame and
 the output has exactly T·320 samples. Phase is predicted as a 2-D vector (cos, sin) normalised per
 bin, which avoids the wrap-around of an angle. Trained (``train_vocoder``) on multi-resolution STFT
@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from . import audio
+from .griffinlim import InverterError, griffin_lim, refine_magnitude, spread_mel
 
 N_BINS = audio.N_FFT // 2 + 1  # 513
 MEL_SHIFT, MEL_SCALE = 4.0, 4.0  # input normalisation: (mel + 4) / 4 ≈ [-2, 2] for music
@@ -108,8 +109,6 @@ class Vocoder(nn.Module):
         """griffin-lim mode: mel (B, T, 128) → natural-log STFT magnitude (B, T, 513): the mel's
         energy spread back over the FFT bins by the filterbank (a smeared spectrum) + the learned
         correction (sharper harmonics, the right tilt)."""
-        from .inverter import spread_mel
-
         return torch.log(spread_mel(mel) + 1e-5) + self._hidden(mel)  # (B, T, 513)
 
     def spectrum(self, mel: Tensor) -> Tensor:
@@ -124,8 +123,6 @@ class Vocoder(nn.Module):
         emitted just before, whose phase Griffin-Lim continues."""
         if self.config.phase == "predicted":
             return istft_batch(self.spectrum(mel))
-        from .inverter import griffin_lim, refine_magnitude, spread_mel
-
         spread = spread_mel(mel)  # (B, T, 513): the magnitudes' base and the NNLS target
         mag = (torch.log(spread + 1e-5) + self._hidden(mel)).clamp(max=12.0).exp()
         cfg = self.config
@@ -170,8 +167,6 @@ def save_vocoder(model: Vocoder, folder: str | os.PathLike, extra: dict | None =
 def load_vocoder(folder: str | os.PathLike) -> Vocoder:
     """A Vocoder from a folder written by ``save_vocoder``; InverterError when unusable."""
     from safetensors.torch import load_file
-
-    from .inverter import InverterError
 
     folder = Path(folder)
     try:

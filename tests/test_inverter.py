@@ -10,14 +10,13 @@ import pytest
 import torch
 
 from midisynth import audio
+from midisynth.griffinlim import istft, stft
 from midisynth.inverter import (
     GriffinLim,
     InverterError,
     OnnxInverter,
     StreamingInverter,
-    istft,
     load_inverter,
-    stft,
 )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from midisynth import audio, inverter, train_vocoder
+from midisynth import audio, griffinlim, inverter, train_vocoder
 from midisynth.vocoder import Vocoder, VocoderConfig, istft_batch, load_vocoder, save_vocoder
 
 SMALL = VocoderConfig(d_model=32, layers=2)
@@ -17,10 +17,10 @@ SMALL = VocoderConfig(d_model=32, layers=2)
 
 def test_istft_batch_matches_the_inverter_istft():
     x = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
-    spec = torch.stack([inverter.stft(r) for r in x])
+    spec = torch.stack([griffinlim.stft(r) for r in x])
     y = istft_batch(spec)
     assert y.shape == (2, spec.shape[1] * audio.HOP)
-    assert torch.allclose(y[0], inverter.istft(spec[0]), atol=1e-5)
+    assert torch.allclose(y[0], griffinlim.istft(spec[0]), atol=1e-5)
     assert torch.allclose(y[:, 200:7900], x[:, 200:7900], atol=1e-4)
 
 
@@ -92,8 +92,8 @@ def test_griffin_lim_mode_predicts_magnitudes_and_continues_the_phase(tmp_path):
     assert torch.allclose(model.log_magnitude(mel), base)  # zero correction = the smeared mel
     out = model(mel)
     assert out.shape == (1, mel.shape[1] * audio.HOP)
-    start = inverter.refine_magnitude(base[0].clamp(max=12).exp(), mel[0], 10)
-    expect = inverter.griffin_lim(start, 4)
+    start = griffinlim.refine_magnitude(base[0].clamp(max=12).exp(), mel[0], 10)
+    expect = griffinlim.griffin_lim(start, 4)
     assert torch.allclose(out[0], expect, atol=1e-5)
     prev = torch.from_numpy(_sine(0.5))
     assert not torch.allclose(model(mel, prev), out)  # the seam continues the emitted phase
@@ -120,7 +120,7 @@ def test_griffin_lim_mode_trains_on_magnitudes(tmp_path):
     assert torch.isfinite(audio_out).all()
     wave = torch.from_numpy(_sine(1.28))[None]
     mel = train_vocoder.crop_mels(wave)
-    good = torch.log(inverter.stft(wave).abs()[:, : mel.shape[1]] + 1e-5)
+    good = torch.log(griffinlim.stft(wave).abs()[:, : mel.shape[1]] + 1e-5)
     assert train_vocoder.magnitude_loss(good, wave) < 1e-3  # the true magnitude scores ~0
 
 
