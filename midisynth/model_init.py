@@ -10,15 +10,26 @@ shapes and the objective are those of any other model.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 
 from . import audio, diffusion, tokens
 from .model import ModelConfig, SinusoidCode, SpectrogramDiffusion
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .train import TrainConfig
+
+class NewModelSettings(Protocol):
+    """What ``build_model`` reads of a run's settings (``train.TrainConfig`` has these fields;
+    named here so that this module, below the training loop, does not import it)."""
+
+    model: str  # a MODEL_PRESETS name
+    model_overrides: dict[str, Any]
+    dropout: float
+    prediction_type: str
+    time_codes: bool
+    skip_init: bool
+    seed: int
+
 
 # Model sizes by name; "cpu-wide" is the size tried on CPUs (d_model > 128 mel bins: see skip_init).
 MODEL_PRESETS: dict[str, dict[str, int]] = {
@@ -41,7 +52,7 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
 }
 
 
-def build_model(config: TrainConfig, codec: tokens.Codec) -> SpectrogramDiffusion:
+def build_model(config: NewModelSettings, codec: tokens.Codec) -> SpectrogramDiffusion:
     """A new model for a training run: ``config.model``'s preset size with ``model_overrides``,
     ``dropout`` and ``prediction_type``, its vocabulary from ``codec``, then the initialisations
     ``config`` asks for (``time_codes``, ``skip_init``; seeded by ``seed``)."""
