@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from . import notegrid
-from .model import FrameConfig, ModelConfig, timestep_embedding
+from .model import FrameConfig, ModelConfig, SpectrogramDiffusion, timestep_embedding
 
 
 @dataclass
@@ -250,3 +250,12 @@ class FrameNet(nn.Module):
         if self.head is not None:
             v = self.head(h, x.to(dtype), prior, v)
         return v.float()
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """The network a config describes: ``FrameNet`` when ``config.frame`` is set, else the
+    released architecture (``model.SpectrogramDiffusion``). Here, above both, so that model.py
+    need not know FrameNet."""
+    if config.frame is not None:
+        return FrameNet(config)
+    return SpectrogramDiffusion(config)

@@ -118,16 +118,6 @@ class FrameConfig:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def build_model(config: ModelConfig) -> nn.Module:
-    """The network a config describes: ``FrameNet`` when ``config.frame`` is set, else the
-    released architecture (``SpectrogramDiffusion``)."""
-    if config.frame is not None:
-        from .framenet import FrameNet
-
-        return FrameNet(config)
-    return SpectrogramDiffusion(config)
-
-
 @dataclass
 class Encoded:
     """Both encoders' outputs, concatenated along length (notes first, then context)."""

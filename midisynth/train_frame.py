@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from . import audio, cache, data, diffusion, notegrid, weights
+from .framenet import build_model
 from .metrics import energy_correlation
-from .model import FrameConfig, ModelConfig, build_model
+from .model import FrameConfig, ModelConfig
 from .programs import get_program_map
 from .train import _load_state, _save_state, hardware
 

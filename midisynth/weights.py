@@ -487,7 +487,7 @@ def load_model(
     import torch
 
     from . import official
-    from .model import build_model
+    from .framenet import build_model
 
     if isinstance(device, str):
         device = resolve_device(device)

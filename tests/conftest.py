@@ -73,7 +73,8 @@ def tiny_frame_folder(tmp_path_factory) -> Path:
     import torch
 
     from midisynth import weights
-    from midisynth.model import FrameConfig, ModelConfig, build_model
+    from midisynth.framenet import build_model
+    from midisynth.model import FrameConfig, ModelConfig
 
     cfg = FrameConfig(d_model=32, prior_layers=2, denoise_layers=2, context_layers=1, note_dim=16)
     with torch.random.fork_rng(devices=[]):

@@ -97,7 +97,8 @@ def test_denoise_head_starts_as_the_identity_and_resumes_old_weights(tiny_frame)
     """A 2-D head added to a trained model (resume) leaves its output unchanged until trained."""
     import dataclasses
 
-    from midisynth.model import FrameConfig, build_model
+    from midisynth.framenet import build_model
+    from midisynth.model import FrameConfig
 
     old = tiny_frame.model
     frame = FrameConfig(**{**old.config.frame.as_dict(), "denoise_2d": 16, "denoise_2d_layers": 1})

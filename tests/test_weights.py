@@ -211,7 +211,8 @@ def test_default_is_the_bundled_model_else_official(tmp_path, monkeypatch):
     import torch
 
     from midisynth import weights as W
-    from midisynth.model import FrameConfig, ModelConfig, build_model
+    from midisynth.framenet import build_model
+    from midisynth.model import FrameConfig, ModelConfig
 
     model = build_model(
         ModelConfig(
