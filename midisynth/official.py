@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .weights import (
+from .checkpoint import (
     CONFIG_FILE,
     FORMAT,
     ModelError,
@@ -34,7 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from .model import ModelConfig
-    from .weights import RegistryEntry
 
 SUBMODULES = ("notes_encoder", "continuous_encoder", "decoder")
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.bin"
@@ -161,38 +160,34 @@ def convert_diffusers(src: Path, dst: Path, *, name: str = "official") -> Path:
     return dst
 
 
-def download_official(entry: RegistryEntry, *, progress: bool = True) -> Path:
-    """Download the needed files of a Hub entry (honours HF_HOME/HF_HUB_CACHE/HF_HUB_OFFLINE).
-
-    Returns the local snapshot folder (diffusers layout).
-    """
+def download_official(repo_id: str, revision: str = "main") -> Path:
+    """Download the needed files of a Hub repository in the diffusers layout (honours HF_HOME,
+    HF_HUB_CACHE, HF_HUB_OFFLINE). Returns the local snapshot folder."""
     from huggingface_hub import hf_hub_download
 
-    assert entry.repo_id is not None
     folder: Path | None = None
     try:
         for f in OFFICIAL_FILES:
-            local = hf_hub_download(entry.repo_id, f, revision=entry.revision)
+            local = hf_hub_download(repo_id, f, revision=revision)
             folder = Path(local).parents[len(Path(f).parts) - 1]
     except Exception as e:  # noqa: BLE001 - offline, DNS, HTTP, missing file: all mean "not here"
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelError(
-            f"cannot download {entry.repo_id} ({why}); without network, download the repository "
-            f"elsewhere (hf download {entry.repo_id}) and pass its folder: "
+            f"cannot download {repo_id} ({why}); without network, download the repository "
+            f"elsewhere (hf download {repo_id}) and pass its folder: "
             f"--model /path/to/music-spectrogram-diffusion"
         ) from None
     assert folder is not None
     return folder
 
 
-def is_downloaded(entry: RegistryEntry) -> bool:
+def is_downloaded(repo_id: str, revision: str = "main") -> bool:
     """Whether every file ``download_official`` needs is in the local Hugging Face cache (no
     network: ``try_to_load_from_cache`` only reads the cache folder)."""
     from huggingface_hub import try_to_load_from_cache
 
-    assert entry.repo_id is not None
     for f in OFFICIAL_FILES:
-        hit = try_to_load_from_cache(entry.repo_id, f, revision=entry.revision)
+        hit = try_to_load_from_cache(repo_id, f, revision=revision)
         if not isinstance(hit, str):
             return False
     return True

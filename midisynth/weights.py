@@ -11,7 +11,6 @@ that conversion and the Hub download are in ``official.py``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -19,19 +18,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checkpoint import (
+    CONFIG_FILE,
+    FORMAT,
+    ModelError,
+    check_state_dict,
+    read_json,
+    sha256_file,
+)
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from .model import ModelConfig, SpectrogramDiffusion
 
-FORMAT = "midisynth-1"
-CONFIG_FILE = "config.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_DIR = REPO_ROOT / "weights"
-
-
-class ModelError(RuntimeError):
-    """A model that cannot be found, downloaded or loaded; the message is one line for users."""
 
 
 @dataclass(frozen=True)
@@ -116,13 +118,8 @@ def availability(entry: RegistryEntry) -> str:
         return "built in"
     from .official import is_downloaded
 
-    return "downloaded" if is_downloaded(entry) else "needs download"
-
-
-def cache_dir() -> Path:
-    """Where converted models are kept (MIDISYNTH_CACHE, else ~/.cache/midisynth)."""
-    env = os.environ.get("MIDISYNTH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "midisynth"
+    assert entry.repo_id is not None
+    return "downloaded" if is_downloaded(entry.repo_id, entry.revision) else "needs download"
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,15 +206,6 @@ class LoadedModel:
         return next(self.model.parameters()).dtype
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
     from .model import ModelConfig
 
@@ -233,35 +221,6 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
             f"config.json: unknown prediction_type {kind!r} ({' or '.join(PREDICTION_TYPES)})"
         )
     return ModelConfig(**d)
-
-
-def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Strict key and shape check, with a one-line summary of what differs."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if extra:
-            parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
-        raise ModelError(f"{where}: weights do not match the model: {'; '.join(parts)}")
-    for k, v in expected.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise ModelError(
-                f"{where}: {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
-            )
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON file's contents; a missing or unreadable file is a one-line ModelError."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: file missing") from None
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: unreadable JSON ({e})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,8 +457,8 @@ def load_model(
         loaded = build_tiny_random()
     else:
         if path is None:
-            assert entry is not None
-            path = official.download_official(entry)
+            assert entry is not None and entry.repo_id is not None
+            path = official.download_official(entry.repo_id, entry.revision)
         folder = official.ensure_midisynth_folder(name, path)
         meta, state = _load_midisynth_folder(folder, verify=verify, dtype=dtype or torch.float32)
         config = model_config_from_dict(meta["model"])

@@ -415,7 +415,7 @@ def _describe(loaded, options, swaps, tracks, n_files: int) -> None:
 
 def _notice_once(key: str, message: str) -> None:
     """Print a notice the first time only (remembered in the cache folder)."""
-    from ..weights import cache_dir
+    from ..checkpoint import cache_dir
 
     marker = cache_dir() / f"notice-{key}"
     if marker.exists():

@@ -112,7 +112,8 @@ def models() -> None:
     """List the models: which is the default, and which are available here without a download."""
     from rich.table import Table
 
-    from ..weights import DEFAULT_MODEL_ENV, REGISTRY, availability, cache_dir, default_model_name
+    from ..checkpoint import cache_dir
+    from ..weights import DEFAULT_MODEL_ENV, REGISTRY, availability, default_model_name
 
     default = default_model_name()
     table = Table()
