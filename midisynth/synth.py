@@ -16,7 +16,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -186,12 +187,30 @@ _SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
 _DRUM_KIT = {"kick": 36, "snare": 38, "hat": 42, "open": 46, "crash": 49, "ride": 51, "tom": 45}
 
 
-def procedural_piece(rng: np.random.Generator, seconds: float = 30.0) -> list[Note]:
-    """A random multi-instrument piece of about ``seconds`` s (chords, bass, melody, drums, ...).
+# A part writes one bar: (start s, length s, pitch, velocity) per note, drawing from ``rng`` as it
+# goes. Each is a generator, so its draws interleave with nothing else.
+NoteSpec = tuple[float, float, int, int]
 
-    One function on purpose: the order of its draws from ``rng`` defines every procedural piece of
-    a cache (seeded by the piece's number), so the parts stay in one visible sequence.
-    """
+
+@dataclass(frozen=True)
+class _Harmony:
+    """What every part of a piece shares: tempo, length, key and the chord of each bar."""
+
+    beat: float  # seconds per beat
+    bars: int  # of four beats
+    root: int  # pitch class of the key
+    scale: np.ndarray  # the key's 7 pitch classes above the root
+    degrees: np.ndarray  # scale degree of each bar's chord root
+
+    def chord(self, bar: int, base: int) -> list[int]:
+        """The bar's triad (root, third, fifth) above MIDI pitch ``base``."""
+        d = int(self.degrees[bar])
+        return [
+            base + self.root + int(self.scale[(d + k) % 7]) + 12 * ((d + k) // 7) for k in (0, 2, 4)
+        ]
+
+
+def _harmony(rng: np.random.Generator, seconds: float) -> _Harmony:
     beat = 60.0 / rng.uniform(70, 170)
     n_beats = max(4, int(seconds / beat) // 4 * 4)
     root = int(rng.integers(0, 12))
@@ -199,100 +218,114 @@ def procedural_piece(rng: np.random.Generator, seconds: float = 30.0) -> list[No
     degrees = rng.choice(
         [0, 3, 4, 5, 1, 2, 6], size=n_beats // 4 + 1, p=[0.3, 0.15, 0.2, 0.15, 0.1, 0.05, 0.05]
     )
+    return _Harmony(beat, n_beats // 4, root, scale, degrees)
+
+
+def _chords(rng: np.random.Generator, h: _Harmony, bar: int, vel: int) -> Iterator[NoteSpec]:
+    t0, beat = bar * 4 * h.beat, h.beat
+    hits = [0, 2] if rng.random() < 0.5 else [0, 1, 2, 3]
+    for k in hits:
+        for p in h.chord(bar, 48):
+            length = beat * rng.uniform(0.5, 1.0) * (4 / len(hits)) / 2
+            yield t0 + k * beat, length, p, vel + rng.integers(-10, 10)
+
+
+def _pad(rng: np.random.Generator, h: _Harmony, bar: int, vel: int) -> Iterator[NoteSpec]:
+    for p in h.chord(bar, 60):
+        yield bar * 4 * h.beat, 4 * h.beat * rng.uniform(0.8, 1.0), p, vel
+
+
+def _arp(rng: np.random.Generator, h: _Harmony, bar: int, vel: int) -> Iterator[NoteSpec]:
+    t0, beat = bar * 4 * h.beat, h.beat
+    ps = h.chord(bar, 60)
+    for k in range(8):
+        length = beat / 2 * rng.uniform(0.6, 1.0)
+        yield t0 + k * beat / 2, length, ps[k % 3] + 12 * (k // 6), vel + rng.integers(-15, 15)
+
+
+def _bass(rng: np.random.Generator, h: _Harmony, bar: int, vel: int) -> Iterator[NoteSpec]:
+    t0, beat = bar * 4 * h.beat, h.beat
+    p = h.chord(bar, 36)[0]
+    for q in range(4):
+        length = beat * rng.uniform(0.4, 0.95)
+        yield t0 + q * beat, length, p + (7 if q == 2 and rng.random() < 0.4 else 0), vel
+
+
+def _melody(rng: np.random.Generator, h: _Harmony, bar: int, vel: int) -> Iterator[NoteSpec]:
+    t0, beat = bar * 4 * h.beat, h.beat
+    t = 0.0
+    while t < 4:
+        dur = float(rng.choice([0.5, 1.0, 1.0, 1.5, 2.0]))
+        if rng.random() < 0.85:  # else a rest
+            deg = int(rng.integers(0, 10))
+            p = 60 + h.root + int(h.scale[deg % 7]) + 12 * (deg // 7)
+            length = dur * beat * rng.uniform(0.7, 1.0)
+            yield t0 + t * beat, length, p, vel + rng.integers(-20, 20)
+        t += dur
+
+
+def _sweep(rng: np.random.Generator, h: _Harmony, bar: int, vel: int) -> Iterator[NoteSpec]:
+    """Isolated notes anywhere in the range, each at its own velocity: pitch ↔ spectrum."""
+    t0, beat = bar * 4 * h.beat, h.beat
+    for q in range(int(rng.integers(1, 5))):
+        length = beat * rng.uniform(0.3, 2.0)
+        yield t0 + q * beat, length, int(rng.integers(24, 104)), int(rng.integers(20, 127))
+
+
+# The order of this table is part of the seed → piece mapping (``rng.choice`` draws from it).
+_PARTS = {
+    "chords": _chords,
+    "arp": _arp,
+    "bass": _bass,
+    "melody": _melody,
+    "sweep": _sweep,
+    "pad": _pad,
+}
+
+
+def _drums(rng: np.random.Generator, h: _Harmony) -> Iterator[NoteSpec]:
+    """A one-bar pattern of 16 steps per drum, repeated, with a crash now and then."""
+    pattern = {
+        k: rng.random(16) < p
+        for k, p in (("kick", 0.3), ("snare", 0.2), ("hat", 0.6), ("tom", 0.05), ("open", 0.05))
+    }
+    pattern["kick"][0] = True
+    for bar in range(h.bars):
+        t0 = bar * 4 * h.beat
+        if bar % 4 == 0 and rng.random() < 0.5:
+            yield t0, 0.2, _DRUM_KIT["crash"], 100
+        for k, hits in pattern.items():
+            for s in np.flatnonzero(hits):
+                yield t0 + s * h.beat / 4, 0.1, _DRUM_KIT[k], int(rng.integers(60, 127))
+
+
+def _notes(specs: Iterable[NoteSpec], program: int, instrument: int, drum: bool) -> list[Note]:
+    """Notes from specs, velocity clipped to 1…127; empty or out-of-range ones dropped."""
+    return [
+        Note(start, start + length, pitch, int(np.clip(vel, 1, 127)), program, drum, instrument)
+        for start, length, pitch, vel in specs
+        if 0 <= pitch <= 127 and length > 0
+    ]
+
+
+def procedural_piece(rng: np.random.Generator, seconds: float = 30.0) -> list[Note]:
+    """A random multi-instrument piece of about ``seconds`` s: harmony (tempo, key, a chord per
+    bar), one to four parts (chords, arpeggio, bass, melody, sweep, pad), each its own instrument
+    with a random program and level, and drums in half the pieces (always when no part sounds).
+
+    The sequence of draws from ``rng`` (harmony, parts, drums) defines every procedural piece of a
+    cache, which is seeded by the piece's number; ``test_procedural_pieces_are_pinned`` holds it.
+    """
+    h = _harmony(rng, seconds)
     notes: list[Note] = []
-    inst = 0
-
-    def add(
-        start: float, length: float, pitch: int, vel: int, prog: int, drum: bool = False
-    ) -> None:
-        if 0 <= pitch <= 127 and length > 0:
-            v = int(np.clip(vel, 1, 127))
-            notes.append(Note(start, start + length, pitch, v, prog, drum, inst + 128 * drum))
-
-    def chord_pitches(bar: int, base: int) -> list[int]:
-        d = int(degrees[bar])
-        return [base + root + int(scale[(d + k) % 7]) + 12 * ((d + k) // 7) for k in (0, 2, 4)]
-
-    parts = rng.choice(
-        ["chords", "arp", "bass", "melody", "sweep", "pad"], size=rng.integers(1, 5), replace=False
-    )
-    for part in parts:
+    parts = rng.choice(list(_PARTS), size=rng.integers(1, 5), replace=False)
+    for inst, part in enumerate(parts):
         prog = int(rng.choice(RANDOM_PROGRAMS))
         vel = int(rng.integers(50, 120))
-        for bar in range(n_beats // 4):
-            t0 = bar * 4 * beat
-            if part == "chords":
-                hits = [0, 2] if rng.random() < 0.5 else [0, 1, 2, 3]
-                for h in hits:
-                    for p in chord_pitches(bar, 48):
-                        add(
-                            t0 + h * beat,
-                            beat * rng.uniform(0.5, 1.0) * (4 / len(hits)) / 2,
-                            p,
-                            vel + rng.integers(-10, 10),
-                            prog,
-                        )
-            elif part == "pad":
-                for p in chord_pitches(bar, 60):
-                    add(t0, 4 * beat * rng.uniform(0.8, 1.0), p, vel, prog)
-            elif part == "arp":
-                ps = chord_pitches(bar, 60)
-                for k in range(8):
-                    add(
-                        t0 + k * beat / 2,
-                        beat / 2 * rng.uniform(0.6, 1.0),
-                        ps[k % 3] + 12 * (k // 6),
-                        vel + rng.integers(-15, 15),
-                        prog,
-                    )
-            elif part == "bass":
-                p = chord_pitches(bar, 36)[0]
-                for q in range(4):
-                    add(
-                        t0 + q * beat,
-                        beat * rng.uniform(0.4, 0.95),
-                        p + (7 if q == 2 and rng.random() < 0.4 else 0),
-                        vel,
-                        prog,
-                    )
-            elif part == "melody":
-                t = 0.0
-                while t < 4:
-                    dur = float(rng.choice([0.5, 1.0, 1.0, 1.5, 2.0]))
-                    if rng.random() < 0.85:
-                        deg = int(rng.integers(0, 10))
-                        p = 60 + root + int(scale[deg % 7]) + 12 * (deg // 7)
-                        add(
-                            t0 + t * beat,
-                            dur * beat * rng.uniform(0.7, 1.0),
-                            p,
-                            vel + rng.integers(-20, 20),
-                            prog,
-                        )
-                    t += dur
-            elif part == "sweep":  # isolated notes anywhere in the range: pitch ↔ spectrum
-                for q in range(int(rng.integers(1, 5))):
-                    add(
-                        t0 + q * beat,
-                        beat * rng.uniform(0.3, 2.0),
-                        int(rng.integers(24, 104)),
-                        int(rng.integers(20, 127)),
-                        prog,
-                    )
-        inst += 1
+        for bar in range(h.bars):
+            notes += _notes(_PARTS[str(part)](rng, h, bar, vel), prog, inst, drum=False)
     if rng.random() < 0.5 or not notes:
-        pattern = {
-            k: rng.random(16) < p
-            for k, p in (("kick", 0.3), ("snare", 0.2), ("hat", 0.6), ("tom", 0.05), ("open", 0.05))
-        }
-        pattern["kick"][0] = True
-        for bar in range(n_beats // 4):
-            t0 = bar * 4 * beat
-            if bar % 4 == 0 and rng.random() < 0.5:
-                add(t0, 0.2, _DRUM_KIT["crash"], 100, 0, True)
-            for k, hits in pattern.items():
-                for s in np.flatnonzero(hits):
-                    add(t0 + s * beat / 4, 0.1, _DRUM_KIT[k], int(rng.integers(60, 127)), 0, True)
+        notes += _notes(_drums(rng, h), 0, len(parts) + 128, drum=True)
     return notes
 
 
