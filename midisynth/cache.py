@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import subprocess
 import time
@@ -366,35 +367,44 @@ def build_cache(
 
 
 def compact_cache(
-    src: str | os.PathLike, dst: str | os.PathLike, max_mib: float = 48.0, seed: int = 0
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    max_mib: float | None = 48.0,
+    seed: int = 0,
+    shard_mib: float = 56.0,
 ) -> dict[str, Any]:
-    """Copy a cache into ``dst`` as compact shards (uint8 mels, deflated) of at most ``max_mib``
-    in all — e.g. to carry training data to a machine that cannot synthesize it. Every val piece
-    is kept; train pieces are taken in a seeded random order until the budget is spent. Returns
-    (and writes to index.json) what was kept."""
+    """Copy a cache into ``dst`` as compact shards (uint8 mels, deflated), each file at most
+    ``shard_mib`` — e.g. to carry training data to a machine that cannot synthesize it, one shard
+    per transfer. ``max_mib``: a budget for all shards together (train pieces are taken in a seeded
+    random order until it is spent; every val piece is kept); None keeps every piece. Returns (and
+    writes to index.json) what was kept."""
     src, dst = Path(src), Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     for old in dst.glob("*.npz"):
         old.unlink()
     val_pieces = load_cache(src, "val")
     save_shard(dst / "val-00000.npz", val_pieces, compact=True)
-    budget = max_mib * 2**20 - (dst / "val-00000.npz").stat().st_size
+    budget = math.inf if max_mib is None else max_mib * 2**20
+    budget -= (dst / "val-00000.npz").stat().st_size
     train = load_cache(src, "train")
     order = np.random.default_rng(seed).permutation(len(train)).tolist()
     kept: list[Piece] = []
-    used = 0
-    for shard, start in enumerate(range(0, len(order), 16)):
+    used, shard, start = 0, 0, 0
+    while start < len(order):
         group = [train[i] for i in order[start : start + 16]]
         path = dst / f"train-{shard:05d}.npz"
         save_shard(path, group, compact=True)
-        while used + path.stat().st_size > budget and len(group) > 1:  # trim the last to fit
+        while len(group) > 1 and (  # trim to fit the shard size and the budget
+            path.stat().st_size > shard_mib * 2**20 or used + path.stat().st_size > budget
+        ):
             group = group[: len(group) // 2]
             save_shard(path, group, compact=True)
-        if used + path.stat().st_size > budget:
+        if used + path.stat().st_size > budget or path.stat().st_size > shard_mib * 2**20:
             path.unlink()
             break
         kept += group
         used += path.stat().st_size
+        shard, start = shard + 1, start + len(group)
     if not kept:
         raise ValueError(f"max_mib={max_mib} leaves no room for any training piece")
     info: dict[str, Any] = {}
@@ -402,7 +412,10 @@ def compact_cache(
     if index.is_file():
         info = json.loads(index.read_text())
     info.update(
-        compact={"from": str(src), "max_mib": max_mib, "seed": seed, "mel": "uint8"},
+        compact={
+            "from": str(src), "max_mib": max_mib, "shard_mib": shard_mib, "seed": seed,
+            "mel": "uint8",
+        },
         pieces={"train": len(kept), "val": len(val_pieces)},
         hours={
             "train": round(sum(p.seconds for p in kept) / 3600, 3),
@@ -412,7 +425,7 @@ def compact_cache(
             s: round(sum(p.seconds for p in kept if p.source == s) / 3600, 3)
             for s in sorted({p.source for p in kept})
         },
-    )
+    )  # fmt: skip
     (dst / "index.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -431,7 +444,18 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         metavar="CACHE",
         help="instead of building: copy CACHE into OUT with uint8 mels, at most --max-mib",
     )
-    ap.add_argument("--max-mib", type=float, default=48.0)
+    ap.add_argument(
+        "--max-mib",
+        type=float,
+        default=None,
+        help="with --compact-from: all shards together at most this (default: keep everything)",
+    )
+    ap.add_argument(
+        "--shard-mib",
+        type=float,
+        default=56.0,
+        help="with --compact-from: each shard file at most this, to carry in parts (default 56)",
+    )
     ap.add_argument(
         "--midi",
         action="append",
@@ -473,7 +497,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m midisynth.cac
     """``python -m midisynth.cache OUT --midi NAME=DIR[:MAX] --paired DIR --procedural N``."""
     args = _parser(prog).parse_args(argv)
     if args.compact_from is not None:
-        info = compact_cache(args.compact_from, args.out, args.max_mib, args.seed)
+        info = compact_cache(
+            args.compact_from, args.out, args.max_mib, args.seed, shard_mib=args.shard_mib
+        )
         print(json.dumps({k: info[k] for k in ("pieces", "hours")}))
         return 0
     synth = bool(args.midi or args.procedural)

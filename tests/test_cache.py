@@ -56,6 +56,31 @@ def test_compact_shards_and_cache(piece, tmp_path):
     np.testing.assert_array_equal(kept[0].notes, piece.notes)
     with pytest.raises(ValueError, match="no room"):
         cache.compact_cache(src, tmp_path / "tiny", max_mib=1e-4)
+    # No budget: every piece is kept, in shards of at most shard_mib each (carried in parts).
+    one = (dst / "train-00000.npz").stat().st_size / max(
+        1, len(cache.load_shard(dst / "train-00000.npz"))
+    )
+    info = cache.compact_cache(src, tmp_path / "all", max_mib=None, shard_mib=3.5 * one / 2**20)
+    shards = sorted((tmp_path / "all").glob("train-*.npz"))
+    assert info["pieces"]["train"] == 40 and len(cache.load_cache(tmp_path / "all")) == 40
+    assert len(shards) > 40 // 4 and all(f.stat().st_size <= 3.5 * one for f in shards)
+
+
+def test_augmented_copies_share_their_originals_split():
+    from midisynth.midi import Note
+
+    jobs = [cache.Job(f"src/{i}.mid", "src", midi=f"{i}.mid") for i in range(200)]
+    aug = cache.augmented_jobs(jobs, 2, seed=0)
+    assert len(aug) == 400 and aug[0].name == "src/0.mid#aug1" and aug[1].name == "src/0.mid#aug2"
+    for a in aug:
+        assert a.base in {j.name for j in jobs}
+        assert cache.is_validation(a.name, 0.1) == cache.is_validation(a.base, 0.1)
+        assert a.transpose != 0 and -5 <= a.transpose <= 6 and 0.8 <= a.stretch <= 1.25
+    assert aug == cache.augmented_jobs(jobs, 2, seed=0)  # seeded by name: the same every build
+    notes = [Note(1.0, 2.0, 60, 100, 0, False, 0), Note(1.0, 1.5, 36, 100, 0, True, 128),
+             Note(0.0, 1.0, 125, 90, 0, False, 0)]  # fmt: skip
+    out = cache.augment_notes(notes, 4, 1.5)
+    assert [(n.start, n.end, n.pitch) for n in out] == [(1.5, 3.0, 64), (1.5, 2.25, 36)]
 
 
 def test_validation_split_is_stable():
