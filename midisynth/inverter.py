@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from . import audio
+from .extras import pip_install
 from .griffinlim import GriffinLim, InverterError
 
 DEFAULT_VOCODER = "vocoder-s"  # weights/<this>: what "auto" picks when it is shipped
@@ -44,7 +45,7 @@ class OnnxInverter:
             import onnxruntime as ort
         except ImportError:
             raise InverterError(
-                "the SoundStream inverter needs onnxruntime: pip install 'midisynth[onnx]' "
+                f"the SoundStream inverter needs onnxruntime: {pip_install('onnx')} "
                 "(or use --inverter griffin-lim)"
             ) from None
         path = Path(path)
@@ -124,7 +125,7 @@ def check_runtime(kind: str) -> None:
 
     if kind == "soundstream-onnx" and importlib.util.find_spec("onnxruntime") is None:
         raise InverterError(
-            "the SoundStream inverter needs onnxruntime: pip install 'midisynth[onnx]' "
+            f"the SoundStream inverter needs onnxruntime: {pip_install('onnx')} "
             "(or use --inverter griffin-lim)"
         )
 

@@ -20,10 +20,9 @@ import numpy as np
 import torch
 
 from . import audio
+from .extras import pip_install
 
-EVAL_INSTALL = (
-    "pip install 'midisynth[eval]' && pip install --no-deps basic-pitch==0.4.0 aisfx==0.1.2"
-)
+EVAL_INSTALL = f"{pip_install('eval')} && pip install --no-deps basic-pitch==0.4.0 aisfx==0.1.2"
 ONSET_TOLERANCES = (0.05, 0.1)  # seconds
 LSD_FLOOR = audio.LOG_FLOOR_CLIP**2  # power floor of the log-spectral distance
 

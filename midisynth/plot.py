@@ -1,6 +1,6 @@
 """Pictures of a render: the log-mel with note onsets marked, over the waveform's envelope.
 
-matplotlib is optional (``pip install 'midisynth[plot]'``) and imported only here.
+matplotlib is optional (the ``plot`` extra) and imported only here.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from . import audio
+from .extras import pip_install
 
-PLOT_HINT = "pictures need matplotlib: pip install 'midisynth[plot]'"
+PLOT_HINT = f"pictures need matplotlib: {pip_install('plot')}"
 
 
 def _pyplot():

@@ -19,7 +19,7 @@ gets one line per file (appended, so a restarted ``--skip-existing`` run extends
 Ray joins the cluster named by ``RAY_ADDRESS`` (Ray's own convention) or starts a local one bound
 to 127.0.0.1. Workers need the same ``midisynth`` installed and, for a model folder or outputs, a
 path every node can reach (a shared filesystem); registered model names download on each node.
-``ray`` is an optional extra (``pip install 'midisynth[ray]'``), imported only here.
+``ray`` is an optional extra (``extras.pip_install('ray')``), imported only here.
 """
 
 from __future__ import annotations
@@ -66,9 +66,9 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise ImportError(
-            "--ray needs Ray: pip install 'midisynth[ray]' (or pip install ray)"
-        ) from None
+        from .extras import pip_install
+
+        raise ImportError(f"--ray needs Ray: {pip_install('ray')} (or pip install ray)") from None
     return ray
 
 

@@ -15,6 +15,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from midisynth.cli import app
+from midisynth.extras import pip_install
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FAST = ["--model", "tiny-random", "--steps", "2", "--device", "cpu"]
@@ -338,7 +339,50 @@ def test_install_hints_keep_their_brackets(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "mir_eval", None)  # import fails as if not installed
     r = run("evaluate", str(EXAMPLES / "band.mid"), "-m", "tiny-random", "-o", str(tmp_path))
     assert r.exit_code == 2
-    assert "pip install 'midisynth[eval]'" in r.output
+    assert f"{pip_install('eval')} && pip install --no-deps basic-pitch" in r.output
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "extra"),
+    [
+        ("starlette", ["serve"], "web"),
+        ("ray", ["render", str(EXAMPLES / "band.mid"), "--ray"], "ray"),
+        ("matplotlib", ["render", str(EXAMPLES / "band.mid"), "--plot", "x.png"], "plot"),
+    ],
+)
+def test_a_missing_extra_names_a_command_that_installs_ours(monkeypatch, module, args, extra):
+    # Issue 21: `pip install 'midisynth[web]'` installs an unrelated PyPI project.
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    line = one_line_error(run(*args))
+    assert pip_install(extra) in line and "'midisynth[" not in line
+
+
+def _help_sources(command) -> list[str]:
+    """A click command's own help texts: its docstring and every parameter's help."""
+    return [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+
+
+def test_help_text_keeps_every_bracket(monkeypatch):
+    # Issue 21: rich markup ate every [...] of --help ("pip install 'midisynth'", "( float").
+    import re
+
+    import typer
+
+    monkeypatch.setenv("COLUMNS", "100")
+    group = typer.main.get_command(app)
+    squash = lambda s: re.sub(r"\s+", "", s)  # noqa: E731 - wrapping moves the spaces
+    checked = 0
+    for name, command in group.commands.items():
+        if name == "cache":  # its --help is cache.main's (argparse)
+            continue
+        r = run(name, "--help")
+        assert r.exit_code == 0, r.output
+        for text in _help_sources(command):
+            for bracket in re.findall(r"\S*\[[^\]]*\]\S*", text):
+                assert squash(bracket) in squash(r.output), (name, bracket)
+                checked += 1
+    assert checked >= 4  # --ray, serve, evaluate and invert quote brackets
+    assert "[frames, 128]" in run("invert", "--help").output
 
 
 def test_unavailable_device_is_one_warning_line(tmp_path, monkeypatch):
@@ -362,7 +406,11 @@ def test_models_table_never_cuts_names(monkeypatch):
     monkeypatch.setenv("COLUMNS", "60")
     r = run("models")
     assert r.exit_code == 0
-    assert "…" not in r.output and "google/music-spe" in r.output
+    assert "…" not in r.output
+    # a narrow column folds a long source over lines, whole
+    cells = [ln.split("│") for ln in r.output.splitlines() if ln.startswith("│")]
+    sources = "".join(c[3].strip() for c in cells if len(c) > 3)
+    assert "google/music-spectrogram-diffusion" in sources
 
 
 def test_official_without_onnxruntime_fails_before_any_download(monkeypatch, tmp_path):
@@ -379,7 +427,7 @@ def test_official_without_onnxruntime_fails_before_any_download(monkeypatch, tmp
     called = []
     monkeypatch.setattr(official, "download_official", lambda *a, **k: called.append(1))
     r = run("render", str(EXAMPLES / "piano_pedal.mid"), str(tmp_path / "o.wav"), "-m", "official")
-    assert "pip install 'midisynth[onnx]'" in one_line_error(r)
+    assert pip_install("onnx") in one_line_error(r)
     assert not called and not (tmp_path / "o.wav").exists()
 
 

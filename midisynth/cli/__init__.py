@@ -26,6 +26,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help is plain text: rich markup would read `pip install -e '.[web]'` or `[frames, 128]` as
+    # style tags and drop them.
+    rich_markup_mode=None,
 )
 app.command()(inspect)
 app.command()(render)
