@@ -19,6 +19,11 @@ or a bad time signature (pretty_midi crashes on both) is read normally.
 Tracks are decoded by a small parser covering what real files hold; anything else (corrupt data,
 system messages, odd running status) goes to mido, which then fails as it does for pretty_midi.
 The parser is there for speed: mido spends ~8 µs per event, a minute on the test corpus.
+
+Reading is bounded, whatever the file: variable-length numbers longer than the MIDI spec's 4 bytes
+are refused (mido reads any length, at a cost quadratic in it: a 1 MB run of 0xFF bytes took 100 s),
+counts in the header are unsigned (65,535 tracks, not -1), and every failure on a malformed file
+is a ``MidiError``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from operator import itemgetter
 from pathlib import Path
 
 import mido
-from mido.midifiles.meta import build_meta_message
+from mido.midifiles import midifiles as mido_io
+from mido.midifiles.meta import build_meta_message, meta_charset
 
 
 class MidiError(ValueError):
@@ -101,11 +107,16 @@ class Score:
 _ON, _OFF, _PROGRAM, _CC, _BEND, _TEMPO, _NAME = range(7)
 _MAX_TICK = 10_000_000  # pretty_midi refuses files beyond this as corrupt; so do we
 _MAX_MESSAGE = 1_000_000  # mido's limit on meta/sysex length
+_MAX_NUMBER_BYTES = 4  # variable-length numbers: at most 4 bytes (values < 2**28), as the spec says
 _SUSTAIN = 64
 
 
 class _Fallback(Exception):
     """The fast parser met something it leaves to mido."""
+
+
+class _LongNumber(Exception):
+    """A variable-length number longer than ``_MAX_NUMBER_BYTES``; args: its byte offset."""
 
 
 def read_midi(
@@ -194,14 +205,15 @@ def _check_header(name: str, data: bytes) -> tuple[int, int, int, int]:
     size = int.from_bytes(data[4:8], "big")
     if len(data) < 14 or size < 6:
         raise MidiError(f"{name}: truncated MIDI file (incomplete header)")
-    # Signed, as mido reads it: a set high bit in the division word means SMPTE timing.
-    fmt, ntracks, division = struct.unpack(">hhh", data[8:14])
+    # Format and track count unsigned (mido reads them signed: 32,768 tracks became "no tracks");
+    # the division signed, as mido reads it: a set high bit means SMPTE timing.
+    fmt, ntracks, division = struct.unpack(">HHh", data[8:14])
     if fmt not in (0, 1, 2):  # format 2 is read as format 1, as the reference and players do
         raise MidiError(f"{name}: unknown MIDI format {fmt} is not supported")
     if division <= 0:
         kind = "SMPTE time division is" if division else "a time division of 0 ticks is"
         raise MidiError(f"{name}: {kind} not supported")
-    if ntracks <= 0:
+    if ntracks == 0:
         raise MidiError(f"{name}: the file has no tracks")
     return fmt, ntracks, division, 8 + size
 
@@ -270,13 +282,18 @@ def _parse_tracks(data: bytes, pos: int, ntracks: int) -> list[Track]:
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, next offset) of the variable-length number at ``pos``; a longer one than the spec
+    allows is left to the mido path, which refuses it."""
     byte = data[pos]
+    if byte < 0x80:  # one byte: nearly every delta time and length
+        return byte, pos + 1
     value = byte & 0x7F
-    while byte & 0x80:
-        pos += 1
-        byte = data[pos]
+    for end in range(pos + 1, pos + _MAX_NUMBER_BYTES):
+        byte = data[end]
         value = (value << 7) | (byte & 0x7F)
-    return value, pos + 1
+        if byte < 0x80:
+            return value, end + 1
+    raise _Fallback
 
 
 def _channel_event(tick: int, status: int, d1: int, d2: int) -> tuple | None:
@@ -299,18 +316,26 @@ def _meta_event(tick: int, msg: mido.MetaMessage) -> tuple | None:
 
 
 def _parse_tracks_mido(name: str, data: bytes) -> list[Track]:
-    """The slow, complete path: mido decodes (or rejects) the file, as it does for pretty_midi."""
+    """The slow, complete path: mido decodes (or rejects) the file, as it does for pretty_midi,
+    track by track (``_mido_track``), with the header's unsigned track count."""
+    _, ntracks, _, first = _check_header(name, data)
+    infile = io.BytesIO(data)
+    infile.seek(first)
     try:
-        # clip=False (pretty_midi's setting): a data byte > 127 means a corrupt, misaligned
-        # stream; clipping it would render garbage instead of reporting the problem.
-        midi = mido.MidiFile(file=io.BytesIO(data), charset="latin1")
+        with meta_charset("latin1"):
+            midi_tracks = [_mido_track(infile) for _ in range(ntracks)]
     except EOFError:
         raise MidiError(f"{name}: truncated MIDI file (unexpected end of data)") from None
+    except _LongNumber as exc:
+        raise MidiError(
+            f"{name}: corrupt MIDI file (a variable-length number longer than "
+            f"{_MAX_NUMBER_BYTES} bytes at byte {exc.args[0]})"
+        ) from None
     except Exception as exc:  # mido raises OSError, ValueError, KeyError, ... on corrupt data
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise MidiError(f"{name}: corrupt MIDI file ({reason})") from None
     tracks: list[Track] = []
-    for track in midi.tracks:
+    for track in midi_tracks:
         events, tick = [], 0
         for msg in track:
             tick += msg.time
@@ -320,6 +345,52 @@ def _parse_tracks_mido(name: str, data: bytes) -> list[Track]:
                 events.append(_channel_event(tick, *(msg.bytes() + [0])[:3]))
         tracks.append(([e for e in events if e], tick if len(track) else None))
     return tracks
+
+
+def _mido_track(infile: io.BytesIO) -> list:
+    """mido 1.3's ``read_track`` (clip=False, as pretty_midi reads), message for message, except
+    that its variable-length numbers go through ``_read_number``: mido's own reader has no length
+    cap and a cost quadratic in the length."""
+    kind, size = mido_io.read_chunk_header(infile)
+    if kind != b"MTrk":
+        raise OSError("no MTrk header at start of track")
+    start, last_status, track = infile.tell(), None, []
+    while infile.tell() - start != size:  # mido reads past a chunk's end when a message overruns
+        delta = _read_number(infile)
+        status = mido_io.read_byte(infile)
+        peek = []
+        if status < 0x80:  # running status: this byte is the first data byte
+            if last_status is None:
+                raise OSError("running status without last_status")
+            peek, status = [status], last_status
+        elif status != 0xFF:  # meta messages do not set the running status
+            last_status = status
+        if status == 0xFF:
+            mtype = mido_io.read_byte(infile)
+            payload = mido_io.read_bytes(infile, _read_number(infile))
+            track.append(build_meta_message(mtype, payload, delta))
+        elif status in (0xF0, 0xF7):
+            body = mido_io.read_bytes(infile, _read_number(infile))
+            if body[:1] == [0xF0]:  # mido strips a leading F0 and a trailing F7
+                body = body[1:]
+            if body[-1:] == [0xF7]:
+                body = body[:-1]
+            track.append(mido.Message("sysex", data=body, time=delta))
+        else:
+            track.append(mido_io.read_message(infile, status, peek, delta, clip=False))
+    return track
+
+
+def _read_number(infile: io.BytesIO) -> int:
+    """A variable-length number of at most ``_MAX_NUMBER_BYTES`` bytes (``_LongNumber`` if not)."""
+    at = infile.tell()
+    value = 0
+    for _ in range(_MAX_NUMBER_BYTES):
+        byte = mido_io.read_byte(infile)
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value
+    raise _LongNumber(at)
 
 
 def _tempo_map(name: str, tempo_events: list[tuple], resolution: int):

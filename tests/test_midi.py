@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import random
+import struct
+import time
 from dataclasses import astuple
 from pathlib import Path
 
@@ -471,3 +473,82 @@ def test_format_2_reads_as_format_1_with_a_warning():
     one = read_midi(_raw(NOTE_TRACK, header=b"\x00\x01\x00\x01\x01\xe0"))
     assert score.notes == one.notes and score.total_time == one.total_time
     assert any("format 2" in w for w in score.warnings)
+
+
+# --- hostile files (issue 23): bounded reading, one-line errors ---------------------------------
+
+
+def _one_track(events: bytes, tpb: int = 480) -> bytes:
+    """The issue's one-liners: a format-0 header and one track chunk around ``events``."""
+    return (
+        b"MThd"
+        + struct.pack(">LHHH", 6, 0, 1, tpb)
+        + b"MTrk"
+        + struct.pack(">L", len(events))
+        + events
+    )
+
+
+def _assert_one_line(data: bytes, expected: str, seconds: float = 1.0) -> None:
+    start = time.perf_counter()
+    with pytest.raises(MidiError) as info:
+        read_midi(data)
+    assert time.perf_counter() - start < seconds
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("<bytes>: ") and len(message) < 300
+    assert expected in message
+
+
+def test_a_variable_length_number_of_a_megabyte_fails_at_once() -> None:
+    # A 1 MB run of 0xFF took ~100 s (mido's reader is quadratic) and then failed with a
+    # ValueError ("Exceeds the limit (4300 digits)") while formatting the tick.
+    vlq = _one_track(b"\xff" * 1_000_000 + bytes.fromhex("7f903c6400ff2f00"))
+    _assert_one_line(vlq, "variable-length number longer than 4 bytes at byte 22")
+    # The same number after a byte the fast parser leaves to mido (a tune request, F6).
+    late = _one_track(b"\x00\xf6" + b"\xff" * 1_000_000 + b"\x00\xff\x2f\x00")
+    _assert_one_line(late, "variable-length number longer than 4 bytes at byte 24")
+    meta_length = _one_track(b"\x00\xff\x01" + b"\x80" * 100_000 + b"\x00")  # a meta's length
+    _assert_one_line(meta_length, "longer than 4 bytes")
+
+
+def test_four_byte_numbers_are_read_on_both_paths() -> None:
+    padded = b"\x80\x80\x83\x60"  # 480 in four bytes (not the shortest form, still legal)
+    track = b"\x00\x90\x3c\x64" + padded + b"\x80\x3c\x40\x00\xff\x2f\x00"
+    for events in (track, b"\x00\xf6" + track):  # fast path, then mido's (after a tune request)
+        assert notes_of(read_midi(_one_track(events))) == [(0.0, 0.5, 60, 100, 0, False, 0)]
+
+
+def test_track_counts_are_unsigned() -> None:
+    # 40,000 tracks (≥ 32,768) read as -25,536 said "the file has no tracks".
+    from midisynth import midi
+
+    n = 40_000
+    empty = b"MTrk\x00\x00\x00\x04\x00\xff\x2f\x00"
+    data = b"MThd" + struct.pack(">LHHH", 6, 1, n, 480)
+    data += b"MTrk" + len(NOTE_TRACK).to_bytes(4, "big") + NOTE_TRACK + empty * (n - 1)
+    assert notes_of(read_midi(data)) == [(0.0, 0.5, 60, 100, 0, False, 0)]
+    assert len(midi._parse_tracks_mido("x", data)) == n  # mido's path counts them too
+    _assert_one_line(data[: 14 + 21 + 12 * 100], "truncated")  # 39,899 tracks missing
+
+
+def test_every_failure_on_a_mangled_file_is_a_midi_error() -> None:
+    rng = random.Random(23)
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    sources = [p.read_bytes() for p in sorted(examples.glob("*.mid"))]
+    refused = 0
+    for _ in range(400):
+        data = bytearray(rng.choice(sources))
+        for _ in range(rng.randint(1, 6)):  # overwrite, delete or insert a few bytes
+            pos, kind = rng.randrange(len(data)), rng.random()
+            if kind < 0.6:
+                data[pos] = rng.randrange(256)
+            elif kind < 0.8:
+                del data[pos : pos + rng.randint(1, 20)]
+            else:
+                data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        try:
+            read_midi(bytes(data))
+        except MidiError as exc:
+            assert "\n" not in str(exc)
+            refused += 1
+    assert refused > 100
