@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 import torch
@@ -29,6 +29,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .weights import LoadedModel
 
 ProgressFn = Callable[[float, float], None]  # (seconds rendered, seconds total)
+DEFAULT_MAX_DURATION = 6 * 3600.0  # seconds of output; longer songs are refused (TooLongError)
+
+
+class TooLongError(ValueError):
+    """A song whose render would last longer than ``RenderOptions.max_duration``."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,9 @@ class RenderOptions:
     # Models with a regression prior (FrameNet): the sampler starts from the prior's mel noised
     # to this τ ∈ (0, 1] (1 = from pure noise); None = the model's config.json "sampling".
     start: float | None = None
+    # Seconds of output (MIDI length + tail) beyond which a song is refused before any work, with
+    # TooLongError; None = no limit. A 52-byte file can claim 5 years (tempo and ticks at maximum).
+    max_duration: float | None = DEFAULT_MAX_DURATION
 
     def n_steps(self) -> int:
         return (
@@ -123,11 +131,71 @@ def unused_changes(score: Score, options: RenderOptions) -> list[str]:
     return out
 
 
+def format_duration(seconds: float) -> str:
+    """A length for a one-line message: '95 s', '12.5 min', '6 h', '12 days', '5.33 years'."""
+    units = (("years", 365.25 * 86400), ("days", 86400.0), ("h", 3600.0), ("min", 60.0))
+    for unit, size in units:
+        if seconds >= 2 * size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def check_duration(score: Score, options: RenderOptions) -> float:
+    """Seconds of audio a render of ``score`` makes (MIDI length + tail), known from the notes
+    before any work; ``TooLongError`` (one line) beyond ``options.max_duration``."""
+    seconds = score.total_time + max(0.0, options.tail)
+    limit = options.max_duration
+    if limit is not None and seconds > limit:
+        raise TooLongError(
+            f"the render would last {format_duration(seconds)}, longer than the "
+            f"{format_duration(limit)} limit (--max-duration)"
+        )
+    return seconds
+
+
+class Segments(Sequence[np.ndarray]):
+    """Per-segment arrays (token ids or note grids) made one at a time as they are read.
+
+    Read in order, as the segment loop reads them, one is held at a time: memory stays flat in the
+    song's length (building them all up front took 11 GB for a file claiming 5 years). Reading an
+    earlier one again starts over from the first; iterating makes a fresh pass.
+    """
+
+    def __init__(self, n: int, make: Callable[[], Iterator[np.ndarray]]) -> None:
+        self._n, self._make = n, make
+        self._items: Iterator[np.ndarray] | None = None
+        self._next = 0  # index of the item self._items gives next
+        self._last: np.ndarray | None = None  # item self._next - 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._make()
+
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[np.ndarray]: ...
+    def __getitem__(self, i: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        k = i + self._n if i < 0 else i
+        if not 0 <= k < self._n:
+            raise IndexError(f"segment {i} of {self._n}")
+        if self._items is None or k < self._next - 1:
+            self._items, self._next = self._make(), 0
+        while self._next <= k:
+            self._last, self._next = next(self._items), self._next + 1
+        assert self._last is not None
+        return self._last
+
+
 @dataclass
 class Job:
     """One file being rendered: its token segments and where its output goes."""
 
-    segments: list[np.ndarray]  # token ids per segment, EOS-terminated, unpadded
+    segments: Sequence[np.ndarray]  # token ids per segment, EOS-terminated, unpadded (Segments)
     n_samples: int  # output length at 16 kHz (MIDI length + tail)
     generator: torch.Generator
     sink: Callable[[torch.Tensor], None]  # receives audio chunks [n] float32 at 16 kHz
@@ -136,27 +204,36 @@ class Job:
     context: torch.Tensor | None = None  # previous generated segment, feature units [256, 128]
     emitted: int = 0  # samples sent to sink so far
     mel_emitted: int = 0  # frames sent to mel_sink so far
-    grids: list[np.ndarray] | None = None  # frame models: note slots per segment [256, S, 5]
+    # frame models: note slots per segment [256, S, 5] (Segments)
+    grids: Sequence[np.ndarray] | None = None
 
 
-def prepare_tokens(model: LoadedModel, score: Score, options: RenderOptions) -> tuple[list, int]:
-    """Token segments covering the MIDI plus the tail, and the output length in samples."""
+def prepare_tokens(
+    model: LoadedModel, score: Score, options: RenderOptions
+) -> tuple[Segments, int]:
+    """Token segments covering the MIDI plus the tail, made as the loop reads them, and the output
+    length in samples. ``TooLongError`` first, before any work, beyond ``options.max_duration``."""
+    duration = check_duration(score, options)
     notes = apply_programs(score, options)
-    duration = score.total_time + max(0.0, options.tail)
     codec = tokens.Codec.from_dict(model.codec)
-    segs = tokens.notes_to_segments(
-        notes, duration, codec=codec, program_map=get_program_map(model.program_map)
+    pmap = get_program_map(model.program_map)
+    segs = Segments(
+        tokens.count_segments(notes, duration),
+        lambda: tokens.iter_segments(notes, duration, codec=codec, program_map=pmap),
     )
     return segs, int(round(duration * audio.SAMPLE_RATE))
 
 
-def prepare_grids(model: LoadedModel, score: Score, options: RenderOptions, n: int) -> list:
+def prepare_grids(model: LoadedModel, score: Score, options: RenderOptions, n: int) -> Segments:
     """Frame models: the note slots (``notegrid``) of each of the ``n`` segments, from the same
-    notes as the tokens (swaps applied, programs through the model's map)."""
+    notes as the tokens (swaps applied, programs through the model's map), made as they are read."""
     table = get_program_map(model.program_map).table
     arr = notegrid.notes_array(apply_programs(score, options), table)
     assert model.config.frame is not None
-    return notegrid.segment_grids(arr, n, model.config.frame.slots)
+    slots, frames = model.config.frame.slots, audio.SEGMENT_FRAMES
+    return Segments(
+        n, lambda: (notegrid.note_grid(arr, i * frames, frames, slots) for i in range(n))
+    )
 
 
 # --------------------------------------------------------------------------------------------

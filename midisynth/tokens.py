@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import functools
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,8 @@ __all__ = [
     "SegmentInfo",
     "TokenOverflowWarning",
     "notes_to_segments",
+    "iter_segments",
+    "count_segments",
     "segment_info",
     "pad_segments",
     "num_segments",
@@ -184,6 +186,16 @@ def num_segments(total_time: float) -> int:
     """Segments covering ``total_time`` seconds, framed like the reference (one extra frame)."""
     n_frames = int(total_time * SAMPLE_RATE) // HOP + 1  # audio padded to a whole frame, always +1
     return -(-n_frames // SEGMENT_FRAMES)
+
+
+def count_segments(notes: Sequence[Note], total_time: float) -> int:
+    """How many segments ``notes_to_segments`` / ``iter_segments`` make of a piece."""
+    return num_segments(_piece_length(notes, total_time))
+
+
+def _piece_length(notes: Sequence[Note], total_time: float) -> float:
+    # A note-seq total_time never ends before the last note; one passed in by hand might.
+    return max(total_time, max((x.end for x in notes), default=0.0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,20 +353,16 @@ def _encode(
     program_map: str | ProgramMap,
     max_length: int,
     reference_tail_ties: bool,
-) -> tuple[list[np.ndarray], list[SegmentInfo]]:
+) -> Iterator[tuple[np.ndarray, SegmentInfo]]:
+    """(token ids, summary) of each segment in turn, each made when asked for: the state carried
+    from one segment to the next is the notes sounding, so memory does not grow with the length."""
     ev = _note_events(notes, codec, get_program_map(program_map))
     encode = _SegmentEncoder(codec)
     budget = max_length - 1  # room for EOS
     sps = codec.steps_per_second
 
-    # A note-seq total_time never ends before the last note; one passed in by hand might.
-    total_time = max(total_time, max((x.end for x in notes), default=0.0))
-    n_seg = num_segments(total_time)
-    # First step of segment k = first step of frame 256k (floor, as the reference's frame filling).
-    seg_step = [k * SEGMENT_FRAMES * sps // FRAME_RATE for k in range(n_seg)]
+    n_seg = num_segments(_piece_length(notes, total_time))
     steps = ev.step.tolist()
-    # Event index range of segment k: [seg_lo[k], seg_lo[k + 1]); the last one runs to the end.
-    seg_lo = [bisect.bisect_left(steps, s) for s in seg_step] + [len(steps)]
     last_step = steps[-1] if steps else 0
 
     columns = (ev.step, ev.pitch, ev.program, ev.is_drum, ev.vbin)
@@ -362,13 +370,17 @@ def _encode(
     onset_steps = ev.onset_step.tolist()
     active: dict[tuple[int, int], int] = {}  # (program, pitch) → velocity bin of its last event
     applied = 0  # events folded into `active` so far
-
-    segments, infos = [], []
+    # First step of segment k = first step of frame 256k (floor, as the reference's frame filling).
+    seg_step = 0
+    lo = bisect.bisect_left(steps, seg_step)  # first event of segment k
     for k in range(n_seg):
+        # Events of segment k: [lo, hi); the last segment runs to the end.
+        next_step = (k + 1) * SEGMENT_FRAMES * sps // FRAME_RATE
+        hi = bisect.bisect_left(steps, next_step, lo=lo) if k + 1 < n_seg else len(steps)
         # State at the segment start = all events at earlier steps. The reference stops updating
         # its state index once it is past the last event, so there segments starting after the
         # last event step repeat the state from *before* that step.
-        boundary = min(seg_step[k], last_step) if reference_tail_ties else seg_step[k]
+        boundary = min(seg_step, last_step) if reference_tail_ties else seg_step
         upto = bisect.bisect_left(steps, boundary, lo=applied)
         for _, pitch, program, is_drum, vbin in rows[applied:upto]:
             if not is_drum:
@@ -376,22 +388,19 @@ def _encode(
         applied = upto
         tie = sorted(key for key, vbin in active.items() if vbin)
 
-        lo, hi = seg_lo[k], seg_lo[k + 1]
-        seg_events = [(s - seg_step[k], *rest) for s, *rest in rows[lo:hi]]
+        seg_events = [(s - seg_step, *rest) for s, *rest in rows[lo:hi]]
         ids = encode(tie, seg_events)
         needed = len(ids) + 1
         n_onsets = int(np.count_nonzero(ev.vbin[lo:hi]))
         dropped = 0
         if len(ids) > budget:
-            ids, dropped = _fit(encode, tie, seg_events, onset_steps[lo:hi], seg_step[k], budget)
+            ids, dropped = _fit(encode, tie, seg_events, onset_steps[lo:hi], seg_step, budget)
         ids.append(EOS_ID)
-        segments.append(np.asarray(ids, dtype=np.int64))
-        infos.append(
-            SegmentInfo(
-                k, seg_step[k] / sps, len(ids), needed, len(tie), n_onsets - dropped, dropped
-            )
+        info = SegmentInfo(
+            k, seg_step / sps, len(ids), needed, len(tie), n_onsets - dropped, dropped
         )
-    return segments, infos
+        yield np.asarray(ids, dtype=np.int64), info
+        seg_step, lo = next_step, hi
 
 
 def _fit(
@@ -462,23 +471,49 @@ def notes_to_segments(
     Like the reference: events are assigned to segments by 10 ms step, and a note that ends and
     starts at the same step keeps sounding (offsets sort before onsets).
     """
-    segments, infos = _encode(
-        notes, total_time, codec, program_map, max_length, reference_tail_ties
-    )
-    cut = [i for i in infos if i.num_tokens_needed > i.num_tokens]
-    if cut:
-        detail = "; ".join(
-            f"segment {i.index} ({i.start_time:.2f} s) needs {i.num_tokens_needed} tokens, "
-            f"dropped {i.num_dropped_onsets} of {i.num_onsets + i.num_dropped_onsets} onsets"
-            for i in cut
-        )
-        warnings.warn(
-            f"{len(cut)} segment(s) exceed the {max_length}-token limit of the notes encoder; "
-            f"their latest-starting notes were left out: {detail}",
-            TokenOverflowWarning,
-            stacklevel=2,
-        )
+    segments, infos = [], []
+    encoded = _encode(notes, total_time, codec, program_map, max_length, reference_tail_ties)
+    for ids, info in encoded:
+        segments.append(ids)
+        infos.append(info)
+    _warn_overflow([i for i in infos if i.num_tokens_needed > i.num_tokens], max_length)
     return segments
+
+
+def iter_segments(
+    notes: Sequence[Note],
+    total_time: float,
+    *,
+    codec: Codec = DEFAULT_CODEC,
+    program_map: str | ProgramMap = DEFAULT_PROGRAM_MAP,
+    max_length: int = MAX_TOKENS,
+    reference_tail_ties: bool = False,
+) -> Iterator[np.ndarray]:
+    """``notes_to_segments`` one segment at a time, each made when the loop asks for it: memory
+    stays flat in the song's length (``count_segments`` says how many). A segment that is cut
+    gives its own :class:`TokenOverflowWarning` when it is made."""
+    encoded = _encode(notes, total_time, codec, program_map, max_length, reference_tail_ties)
+    for ids, info in encoded:
+        if info.num_tokens_needed > info.num_tokens:
+            _warn_overflow([info], max_length)
+        yield ids
+
+
+def _warn_overflow(cut: list[SegmentInfo], max_length: int) -> None:
+    """One TokenOverflowWarning (one line) naming the segments in ``cut``, if any."""
+    if not cut:
+        return
+    detail = "; ".join(
+        f"segment {i.index} ({i.start_time:.2f} s) needs {i.num_tokens_needed} tokens, "
+        f"dropped {i.num_dropped_onsets} of {i.num_onsets + i.num_dropped_onsets} onsets"
+        for i in cut
+    )
+    warnings.warn(
+        f"{len(cut)} segment(s) exceed the {max_length}-token limit of the notes encoder; "
+        f"their latest-starting notes were left out: {detail}",
+        TokenOverflowWarning,
+        stacklevel=3,
+    )
 
 
 def segment_info(
@@ -491,7 +526,8 @@ def segment_info(
     reference_tail_ties: bool = False,
 ) -> list[SegmentInfo]:
     """Per-segment summary (start time, token counts, tied/encoded/dropped notes); no warning."""
-    return _encode(notes, total_time, codec, program_map, max_length, reference_tail_ties)[1]
+    encoded = _encode(notes, total_time, codec, program_map, max_length, reference_tail_ties)
+    return [info for _, info in encoded]
 
 
 def pad_segments(segments: Sequence[np.ndarray], length: int | None = MAX_TOKENS) -> np.ndarray:
