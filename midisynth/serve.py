@@ -1,71 +1,147 @@
 """`midisynth serve`: a local web page — drop a MIDI file, choose instruments, render, listen.
 
 A small Starlette app served by uvicorn (the ``web`` extra, imported only by ``serve``); the page
-is plain HTML with a little vanilla JavaScript, no build step. Safe by default:
+is plain HTML with a little vanilla JavaScript, no build step. Safe by default, and meant to stay
+up whatever a client sends:
 
-- binds to 127.0.0.1 unless told otherwise;
-- uploads above ``max_upload_mb`` are refused (413) by their Content-Length and while reading;
-- every upload is parsed as MIDI with the CLI's one-line errors (400);
+- binds to 127.0.0.1 unless told otherwise; a request must name an allowed host (``Host``:
+  localhost, 127.0.0.1, [::1], ``--host``'s, ``--allow-host``'s: no DNS rebinding) and, when a
+  browser says where it comes from (``Origin``), come from the page itself: another site the user
+  visits cannot drive it;
+- every body is limited (413): uploads to ``max_upload_mb``, the rest to 64 KiB;
+- every upload is parsed as MIDI, off the event loop (``PARSERS`` at a time), with the CLI's
+  one-line errors (400); a song longer than ``max_duration`` is refused there, before any work;
 - uploads and renders live in a private temporary folder under generated names (32 hex digits);
   nothing a client sends is ever used as a path, and ids that are not such names are 404s;
-- one render at a time, in a worker thread; others wait in a queue and see their position;
-- the folder is removed on shutdown.
+- one render at a time, in a worker thread; at most ``max_queue`` renders waiting or running (429
+  beyond, 503 while stopping); a waiting or running render can be cancelled;
+- uploads and finished renders are removed oldest first beyond ``max_files`` each, beyond
+  ``max_storage_mb`` together, or after ``keep_minutes`` unused (never one a render needs);
+- one Ctrl-C stops it within seconds, requests in flight or a render running (it stops at its next
+  segment), and the folder is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import re
 import shutil
+import sys
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
+
+from .midi import MidiError, read_midi
+from .programs import GM_PROGRAM_NAMES, parse_program, program_name
+from .render import RenderOptions, TooLongError, apply_programs, check_duration, render
 
 WEB_HINT = "the web page needs its extra: pip install 'midisynth[web]'"
+try:
+    import anyio
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+    from starlette.routing import Route
+except ImportError:  # pragma: no cover - the CLI checks first
+    raise ImportError(WEB_HINT) from None
+
 ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_JSON_BYTES = 64 * 1024  # body limit of every endpoint but the upload
+PARSERS = 2  # uploads parsed at once (a 10 MB file on mido's slow path takes ~20 s and ~1 GB)
+GRACE_S = 3.0  # on Ctrl-C: how long requests in flight may finish before they are cancelled
+STOP_S = 4.0  # on Ctrl-C: how long a running render may take to reach its next segment
+EVICT_EVERY_S = 60.0  # the idle worker removes expired files this often
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+ACTIVE = ("queued", "running")
+FINISHED = ("done", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the page accepts and keeps. Each is a `midisynth serve` option of the same name."""
+
+    max_upload_mb: float = 10.0  # largest MIDI upload (413 beyond)
+    max_duration: float | None = 600.0  # seconds of audio per song (MIDI + tail); None = no limit
+    max_queue: int = 8  # renders waiting or running (429 beyond)
+    max_files: int = 50  # uploads kept, and finished renders kept; the oldest go first
+    max_storage_mb: float = 1024.0  # uploads and renders on disk together; the oldest go first
+    keep_minutes: float = 60.0  # uploads and renders unused this long are removed
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+
+@dataclass
+class Upload:
+    id: str
+    info: dict[str, Any]  # what the page shows: name, duration, instruments
+    path: Path
+    size: int  # bytes on disk
+    used: float = field(default_factory=time.monotonic)  # last upload or render request
 
 
 @dataclass
 class RenderJob:
     id: str
     upload: str
+    name: str  # the upload's name, for download file names (the upload may be gone by then)
     options: dict[str, Any]
-    state: str = "queued"  # queued | running | done | failed
+    state: str = "queued"  # queued | running | done | failed | cancelled
     progress: float = 0.0  # 0..1
     error: str | None = None
     files: dict[str, Path] = field(default_factory=dict)  # wav, flac, png
+    cancel: threading.Event = field(default_factory=threading.Event)
+    used: float = field(default_factory=time.monotonic)  # submitted, finished or downloaded
+
+    @property
+    def size(self) -> int:
+        return sum(p.stat().st_size for p in self.files.values() if p.exists())
+
+
+class Cancelled(Exception):
+    """A render stopped by its Cancel button or by the server stopping."""
+
+
+class Refused(Exception):
+    """A request the page turns down now (queue full, stopping); args: (status, message)."""
 
 
 class Studio:
-    """The state behind the page: uploads, the render queue and its single worker."""
+    """The state behind the page: uploads, the render queue and its single worker, the files."""
 
-    def __init__(self, model, max_upload_mb: float = 10.0) -> None:
+    def __init__(self, model, limits: Limits | None = None) -> None:
         self.model = model
-        self.max_bytes = int(max_upload_mb * 2**20)
+        self.limits = limits or Limits()
         self.root = Path(tempfile.mkdtemp(prefix="midisynth-serve-"))
-        self.uploads: dict[str, dict[str, Any]] = {}
-        self.jobs: dict[str, RenderJob] = {}
-        self.order: list[str] = []  # job ids in submission order
+        self.uploads: dict[str, Upload] = {}
+        self.jobs: dict[str, RenderJob] = {}  # in submission order
         self.queue: queue.Queue[str | None] = queue.Queue()
         self.lock = threading.Lock()
-        self.worker = threading.Thread(target=self._work, daemon=True)
+        self.closing = threading.Event()
+        self.worker = threading.Thread(target=self._work, name="midisynth-render", daemon=True)
         self.worker.start()
 
     # -- uploads ---------------------------------------------------------------------------------
     def add_upload(self, name: str, data: bytes) -> dict[str, Any]:
-        """Validate MIDI bytes, keep them under a generated name; returns what the page shows."""
-        from .midi import read_midi
-        from .programs import program_name
+        """Validate MIDI bytes and keep them under a generated name; returns what the page shows.
 
-        score = read_midi(data)  # MidiError: the CLI's one-line message
+        Parses (up to seconds for a big file): called off the event loop. ``MidiError`` or
+        ``TooLongError``, one line each, for a file the page will not render.
+        """
+        score = read_midi(data)
+        check_duration(score, self.render_options({}))
         uid = uuid.uuid4().hex
-        (self.root / f"{uid}.mid").write_bytes(data)
+        path = self.root / f"{uid}.mid"
+        path.write_bytes(data)
         info = {
             "id": uid,
             "name": Path(name or "upload.mid").name[:200],  # shown, never used as a path
@@ -85,65 +161,95 @@ class Studio:
             ],
         }
         with self.lock:
-            self.uploads[uid] = info
+            self.uploads[uid] = Upload(uid, info, path, len(data))
+        self.evict()
         return info
 
     # -- renders ---------------------------------------------------------------------------------
-    def submit(self, upload: str, options: dict[str, Any]) -> RenderJob:
-        if not ID.match(upload or "") or upload not in self.uploads:
-            raise KeyError("unknown upload")
-        job = RenderJob(uuid.uuid4().hex, upload, options)
-        with self.lock:
-            self.jobs[job.id] = job
-            self.order.append(job.id)
-        self.queue.put(job.id)
-        return job
-
-    def position(self, job: RenderJob) -> int:
-        """0 when running or finished, else how many renders are before it."""
-        if job.state != "queued":
-            return 0
-        with self.lock:
-            waiting = [j for j in self.order if self.jobs[j].state in ("queued", "running")]
-        return waiting.index(job.id)
-
-    def _options(self, opts: dict[str, Any]):
-        from .programs import parse_program
-        from .render import RenderOptions
-
+    def render_options(self, opts: dict[str, Any]) -> RenderOptions:
+        """The page's choices as RenderOptions; ValueError (one line) for a bad program."""
         tracks = tuple((int(t), parse_program(str(p))) for t, p in opts.get("tracks", {}).items())
         swaps = tuple(
             (parse_program(str(a)), parse_program(str(b)))
             for a, b in opts.get("programs", {}).items()
         )
         return RenderOptions(
-            track_programs=tracks, program_swaps=swaps, drums=bool(opts.get("drums", True))
+            track_programs=tracks,
+            program_swaps=swaps,
+            drums=bool(opts.get("drums", True)),
+            max_duration=self.limits.max_duration,
         )
 
+    def submit(self, upload: str, options: dict[str, Any]) -> RenderJob:
+        """Queue a render of an upload: KeyError if unknown, ``Refused`` when full or stopping."""
+        self.render_options(options)  # bad programs fail here, with their message
+        with self.lock:
+            if self.closing.is_set():
+                raise Refused(503, "the server is stopping")
+            up = self.uploads.get(upload) if ID.match(upload) else None
+            if up is None:
+                raise KeyError("unknown upload")
+            if sum(j.state in ACTIVE for j in self.jobs.values()) >= self.limits.max_queue:
+                raise Refused(429, f"{self.limits.max_queue} renders are waiting: try again later")
+            job = RenderJob(uuid.uuid4().hex, upload, up.info["name"], options)
+            self.jobs[job.id] = job
+            up.used = time.monotonic()
+        self.queue.put(job.id)
+        return job
+
+    def position(self, job: RenderJob) -> int:
+        """0 when running or finished, else how many renders are before it."""
+        with self.lock:
+            if job.state != "queued":
+                return 0
+            waiting = [j for j in self.jobs if self.jobs[j].state in ACTIVE]
+        return waiting.index(job.id)
+
+    def cancel(self, job: RenderJob) -> None:
+        """Cancel a waiting render now, a running one at its next segment."""
+        with self.lock:
+            if job.state == "queued":
+                job.state = "cancelled"
+            job.cancel.set()
+
     def _work(self) -> None:
-        while (jid := self.queue.get()) is not None:
-            job = self.jobs[jid]
-            job.state = "running"
+        while True:
+            try:
+                jid = self.queue.get(timeout=EVICT_EVERY_S)
+            except queue.Empty:
+                self.evict()
+                continue
+            if jid is None:
+                return
+            with self.lock:
+                job = self.jobs.get(jid)
+                if job is None or job.state != "queued":  # cancelled while waiting
+                    continue
+                job.state = "running"
+            state, error = "done", None
             try:
                 self._render(job)
-                job.state, job.progress = "done", 1.0
+            except Cancelled:
+                state = "cancelled"
             except Exception as e:  # noqa: BLE001 - reported on the page, the server goes on
-                job.state, job.error = (
-                    "failed",
-                    str(e).splitlines()[0] if str(e) else type(e).__name__,
-                )
+                message = str(e).splitlines()[0] if str(e) else type(e).__name__
+                state, error = "failed", message.replace(str(self.root), job.name)
+            with self.lock:
+                job.state, job.error, job.used = state, error, time.monotonic()
+                job.progress = 1.0 if state == "done" else job.progress
+            self.evict()
 
     def _render(self, job: RenderJob) -> None:
         import torch
 
         from . import audio
-        from .midi import read_midi
-        from .render import apply_programs, render
 
-        options = self._options(job.options)
+        options = self.render_options(job.options)
         score = read_midi(self.root / f"{job.upload}.mid")
 
-        def progress(done: float, total: float) -> None:
+        def progress(done: float, total: float) -> None:  # called after every segment
+            if job.cancel.is_set() or self.closing.is_set():
+                raise Cancelled
             job.progress = min(0.99, done / total) if total else 0.0
 
         out = render(self.model, score, options, progress)
@@ -152,134 +258,310 @@ class Studio:
         peak = float(wave.abs().max()) if wave.numel() else 0.0
         if peak > 1.0:
             wave = wave / peak  # turned down, never clipped (as the CLI does)
+        files = {}
         for ext in ("wav", "flac"):
-            path = self.root / f"{job.id}.{ext}"
-            audio.write_audio(path, wave, out.sample_rate)
-            job.files[ext] = path
+            files[ext] = self.root / f"{job.id}.{ext}"
+            audio.write_audio(files[ext], wave, out.sample_rate)
         try:
             from .plot import plot_render
 
             onsets = sorted({n.start for n in apply_programs(score, options)})
-            png = self.root / f"{job.id}.png"
-            plot_render(png, out.mel, out.audio, out.sample_rate, onsets)
-            job.files["png"] = png
+            files["png"] = self.root / f"{job.id}.png"
+            plot_render(files["png"], out.mel, out.audio, out.sample_rate, onsets)
         except ImportError:
-            pass  # no matplotlib: the page shows no picture
+            files.pop("png", None)  # no matplotlib: the page shows no picture
+        job.files = files
 
-    def close(self) -> None:
+    # -- files -----------------------------------------------------------------------------------
+    def evict(self) -> None:
+        """Remove uploads and finished renders, oldest use first: those unused for
+        ``keep_minutes``, those beyond ``max_files`` of each kind, then as many as it takes to fit
+        ``max_storage_mb``. An upload a waiting or running render needs is kept."""
+        lim, now = self.limits, time.monotonic()
+        with self.lock:
+            busy = {j.upload for j in self.jobs.values() if j.state in ACTIVE}
+            uploads = sorted(
+                (u for u in self.uploads.values() if u.id not in busy), key=lambda u: u.used
+            )
+            results = sorted(
+                (j for j in self.jobs.values() if j.state in FINISHED), key=lambda j: j.used
+            )
+            old = [x for x in uploads + results if now - x.used > lim.keep_minutes * 60]
+            extra = uploads[: max(0, len(self.uploads) - lim.max_files)]
+            extra += results[: max(0, len(results) - lim.max_files)]
+            drop = {id(x): x for x in old + extra}
+            sizes = {id(x): x.size for x in (*self.uploads.values(), *self.jobs.values())}
+            total = sum(sizes.values()) - sum(sizes[k] for k in drop)
+            for x in sorted(uploads + results, key=lambda x: x.used):
+                if total <= lim.max_storage_mb * 2**20:
+                    break
+                if id(x) not in drop:
+                    drop[id(x)] = x
+                    total -= sizes[id(x)]
+            for x in drop.values():
+                if isinstance(x, Upload):
+                    del self.uploads[x.id]
+                else:
+                    del self.jobs[x.id]
+        for x in drop.values():
+            for path in [x.path] if isinstance(x, Upload) else list(x.files.values()):
+                path.unlink(missing_ok=True)
+
+    def close(self, wait: float = STOP_S) -> None:
+        """Stop the worker (a running render stops at its next segment; waited for up to ``wait``
+        seconds) and remove the folder. Idempotent."""
+        self.closing.set()
+        with self.lock:
+            for job in self.jobs.values():
+                job.state = "cancelled" if job.state == "queued" else job.state
+                job.cancel.set()
         self.queue.put(None)
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            if threading.current_thread() is not self.worker:
+                self.worker.join(wait)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 # ---- The app ------------------------------------------------------------------------------------
 
 
-def create_app(model, max_upload_mb: float = 10.0):
-    """The Starlette app around a loaded model (``midisynth.load_model``).
+class _TooLarge(Exception):
+    pass
 
-    One function on purpose: its route handlers are closures over the one ``Studio`` (Starlette
-    hands a handler the request only), each a few lines, read together with the route table.
-    """
-    try:
-        from starlette.applications import Starlette
-        from starlette.requests import Request
-        from starlette.responses import FileResponse, HTMLResponse, JSONResponse
-        from starlette.routing import Route
-    except ImportError:
-        raise ImportError(WEB_HINT) from None
-    from .midi import MidiError
-    from .programs import GM_PROGRAM_NAMES
 
-    studio = Studio(model, max_upload_mb)
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, or ``_TooLarge`` as soon as it passes ``limit`` bytes (whatever it declared)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
 
-    async def page(request: Request) -> HTMLResponse:
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+class _Api:
+    """The route handlers, each a few lines, over the one ``Studio``."""
+
+    def __init__(self, studio: Studio) -> None:
+        self.studio = studio
+        self.parsers: anyio.CapacityLimiter | None = None  # made in the event loop, on first use
+
+    async def page(self, request: Request) -> HTMLResponse:
         return HTMLResponse(PAGE.replace("__PROGRAMS__", json.dumps(list(GM_PROGRAM_NAMES))))
 
-    async def upload(request: Request) -> JSONResponse:
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > studio.max_bytes + 4096:
-            return error(413, f"file too large (limit {max_upload_mb:g} MB)")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > studio.max_bytes + 4096:
-                return error(413, f"file too large (limit {max_upload_mb:g} MB)")
-        name = unquote(request.headers.get("x-filename", "upload.mid"))
+    async def upload(self, request: Request) -> JSONResponse:
+        limit = self.studio.limits.max_upload_bytes
+        try:
+            body = await _read_body(request, limit)
+        except _TooLarge:
+            return _error(413, f"file too large (limit {self.studio.limits.max_upload_mb:g} MB)")
+        name = unquote(request.headers.get("x-filename", "upload.mid"))[:200]
         if not body:
-            return error(400, "empty upload: choose a MIDI file")
-        if len(body) > studio.max_bytes:
-            return error(413, f"file too large (limit {max_upload_mb:g} MB)")
-        try:
-            return JSONResponse(studio.add_upload(name, body))
+            return _error(400, "empty upload: choose a MIDI file")
+        if self.parsers is None:
+            self.parsers = anyio.CapacityLimiter(PARSERS)
+        try:  # parsing takes up to seconds: in a thread, so that other requests go on
+            info = await anyio.to_thread.run_sync(
+                self.studio.add_upload, name, body, limiter=self.parsers
+            )
         except MidiError as e:
-            return error(400, str(e).replace("<bytes>", name))
+            return _error(400, str(e).replace("<bytes>", name))
+        except TooLongError as e:
+            return _error(400, f"{name}: {e}")
+        return JSONResponse(info)
 
-    async def submit(request: Request) -> JSONResponse:
+    async def submit(self, request: Request) -> JSONResponse:
         try:
-            payload = await request.json()
-            studio._options(payload)  # bad programs fail here, with their message
-            job = studio.submit(str(payload.get("id", "")), payload)
+            payload = json.loads(await _read_body(request, MAX_JSON_BYTES))
+            if not isinstance(payload, dict):
+                raise ValueError("expected a JSON object")
+            job = self.studio.submit(str(payload.get("id", "")), payload)
+        except _TooLarge:
+            return _error(413, f"request too large (limit {MAX_JSON_BYTES // 1024} KiB)")
         except KeyError:
-            return error(404, "unknown upload: upload the file again")
-        except (ValueError, TypeError, AttributeError) as e:
-            return error(400, str(e).splitlines()[0] if str(e) else "bad request")
+            return _error(404, "unknown upload: upload the file again")
+        except Refused as e:
+            return _error(*e.args, **{"retry-after": "30"} if e.args[0] == 429 else {})
+        except (ValueError, TypeError, AttributeError, RecursionError) as e:
+            return _error(400, str(e).splitlines()[0] if str(e) else "bad request")
         return JSONResponse({"job": job.id})
 
-    def find(jid: str) -> RenderJob | None:
-        return studio.jobs.get(jid) if ID.match(jid) else None
+    def _job(self, request: Request) -> RenderJob | None:
+        jid = request.path_params["job"]
+        with self.studio.lock:
+            return self.studio.jobs.get(jid) if ID.match(jid) else None
 
-    async def status(request: Request) -> JSONResponse:
-        job = find(request.path_params["job"])
+    async def status(self, request: Request) -> JSONResponse:
+        job = self._job(request)
         if job is None:
-            return error(404, "unknown render")
+            return _error(404, "unknown render")
         return JSONResponse(
             {
                 "state": job.state,
-                "position": studio.position(job),
+                "position": self.studio.position(job),
                 "progress": round(job.progress, 3),
                 "error": job.error,
-                "files": sorted(job.files),
+                "files": sorted(job.files) if job.state == "done" else [],
             }
         )
 
-    async def file(request: Request):
-        job = find(request.path_params["job"])
+    async def cancel(self, request: Request) -> JSONResponse:
+        job = self._job(request)
+        if job is None:
+            return _error(404, "unknown render")
+        self.studio.cancel(job)
+        return JSONResponse({"state": job.state})
+
+    async def file(self, request: Request) -> Response:
+        job = self._job(request)
         kind = request.path_params["kind"]
-        if job is None or kind not in job.files:
-            return error(404, "no such file")
+        path = job.files.get(kind) if job is not None and job.state == "done" else None
+        if path is None or not path.exists():  # unknown, not finished, or removed
+            return _error(404, "no such file")
+        job.used = time.monotonic()
         media = {"wav": "audio/wav", "flac": "audio/flac", "png": "image/png"}[kind]
-        name = Path(studio.uploads[job.upload]["name"]).stem or "render"
-        return FileResponse(job.files[kind], media_type=media, filename=f"{name}.{kind}")
+        name = Path(job.name).stem or "render"
+        return FileResponse(path, media_type=media, filename=f"{name}.{kind}")
+
+
+class _Guard:
+    """ASGI middleware in front of every route: the Host and Origin allow-list, and a body limit
+    checked on the declared Content-Length (the handlers also count what actually arrives)."""
+
+    HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$")
+
+    def __init__(self, app, hosts: frozenset[str], upload_limit: int) -> None:
+        self.app, self.hosts, self.upload_limit = app, hosts, upload_limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await _error(*refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope) -> tuple[int, str] | None:
+        """(status, message) for a request refused before its handler, else None."""
+        headers: dict[str, list[str]] = {}
+        for key, value in scope["headers"]:
+            headers.setdefault(key.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        hosts = headers.get("host", [])
+        parsed = [self.HOST.match(h) for h in hosts]
+        if len(hosts) != 1 or parsed[0] is None or self._name(parsed[0][1]) not in self.hosts:
+            return 403, f"request for an unknown host refused ({', '.join(hosts) or 'none'})"
+        port = parsed[0][2] or "80"
+        for origin in headers.get("origin", []):
+            if not self._same_page(origin, port):
+                return 403, f"request from another site refused (Origin {origin[:100]})"
+        sizes = headers.get("content-length", [])
+        limit = self.upload_limit if scope["path"] == "/api/upload" else MAX_JSON_BYTES
+        if any(not s.strip().isdigit() or len(s.strip()) > 15 for s in sizes):
+            return 400, "bad Content-Length"
+        if any(int(s) > limit for s in sizes):
+            return 413, f"request too large (limit {limit / 2**20:.3g} MB)"
+        return None
+
+    def _same_page(self, origin: str, port: str) -> bool:
+        """An Origin naming an allowed host on this server's port (the page under any of its
+        names); ``null`` (a file, a sandboxed frame) and other sites are not."""
+        try:
+            parts = urlsplit(origin)
+            origin_port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        except ValueError:
+            return False
+        return (
+            parts.scheme in ("http", "https")
+            and self._name(parts.hostname or "") in self.hosts
+            and str(origin_port) == port
+        )
+
+    @staticmethod
+    def _name(host: str) -> str:
+        return host.strip("[]").lower()
+
+
+def allowed_hosts(host: str, extra: tuple[str, ...] = ()) -> frozenset[str]:
+    """Host names the page answers to: the local ones, the one it binds to, and ``extra``."""
+    return frozenset(_Guard._name(h) for h in (*LOCAL_HOSTS, host, *extra))
+
+
+def create_app(
+    model,
+    limits: Limits | None = None,
+    *,
+    host: str = "127.0.0.1",
+    allow_hosts: tuple[str, ...] = (),
+) -> Starlette:
+    """The Starlette app around a loaded model (``midisynth.load_model``): a ``Studio``, its
+    routes, the ``_Guard`` in front, and a lifespan that closes the studio on shutdown."""
+    studio = Studio(model, limits)
+    api = _Api(studio)
+    routes = [
+        Route("/", api.page),
+        Route("/api/upload", api.upload, methods=["POST"]),
+        Route("/api/render", api.submit, methods=["POST"]),
+        Route("/api/jobs/{job}", api.status),
+        Route("/api/jobs/{job}/cancel", api.cancel, methods=["POST"]),
+        Route("/api/jobs/{job}/file/{kind}", api.file),
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
         studio.close()  # nothing left behind on shutdown
 
-    app = Starlette(
-        routes=[
-            Route("/", page),
-            Route("/api/upload", upload, methods=["POST"]),
-            Route("/api/render", submit, methods=["POST"]),
-            Route("/api/jobs/{job}", status),
-            Route("/api/jobs/{job}/file/{kind}", file),
-        ],
-        lifespan=lifespan,
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(
+        _Guard,
+        hosts=allowed_hosts(host, allow_hosts),
+        upload_limit=studio.limits.max_upload_bytes,
     )
     app.state.studio = studio
     return app
 
 
-def serve(model, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10.0) -> None:
-    """Run the page until Ctrl-C (uvicorn)."""
+def serve(
+    model,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: Limits | None = None,
+    allow_hosts: tuple[str, ...] = (),
+) -> None:
+    """Run the page until Ctrl-C (or SIGTERM), then remove its folder.
+
+    Requests still in flight get ``GRACE_S`` seconds, a running render ``STOP_S`` to reach its next
+    segment. If it (or an upload's parse) is still running then, the process ends at once
+    (``os._exit``) instead of waiting for it, or aborting in torch's teardown under it.
+    """
+    import uvicorn
+
+    app = create_app(model, limits, host=host, allow_hosts=allow_hosts)
+    studio: Studio = app.state.studio
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=GRACE_S
+    )
+    stop: SystemExit | None = None
     try:
-        import uvicorn
-    except ImportError:
-        raise ImportError(WEB_HINT) from None
-    uvicorn.run(create_app(model, max_upload_mb), host=host, port=port, log_level="warning")
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once it has stopped: the normal end
+        pass
+    except SystemExit as e:  # SIGTERM through the CLI's handler; a port already in use
+        stop = e
+    finally:
+        studio.close()  # also when a second Ctrl-C cut uvicorn's own shutdown short
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    if studio.worker.is_alive() or any(not t.daemon for t in others):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stop.code if stop is not None and isinstance(stop.code, int) else 0)
+    if stop is not None:
+        raise stop
 
 
 PAGE = """<!doctype html>
@@ -301,7 +583,7 @@ PAGE = """<!doctype html>
  <tbody id="tracks"></tbody></table>
  <label><input type="checkbox" id="drums" checked> drums</label>
  <datalist id="gm"></datalist>
- <p><button id="render">Render</button> <span id="status"></span></p>
+ <p><button id="render">Render</button> <button id="cancel" hidden>Cancel</button> <span id="status"></span></p>
  <progress id="progress" max="1" value="0" hidden></progress>
 </div>
 <div id="result" hidden>
@@ -312,7 +594,7 @@ PAGE = """<!doctype html>
 <script>
 const GM = __PROGRAMS__;
 const $ = id => document.getElementById(id);
-let upload = null;
+let upload = null, current = null;
 GM.forEach((n, i) => { const o = document.createElement('option'); o.value = i + ' ' + n; $('gm').appendChild(o); });
 function fail(msg) { $('error').textContent = msg; }
 async function send(file) {
@@ -344,18 +626,27 @@ $('render').addEventListener('click', async () => {
   const r = await fetch('/api/render', {method: 'POST', headers: {'content-type': 'application/json'},
     body: JSON.stringify({id: upload.id, tracks: tracks, drums: $('drums').checked})});
   const j = await r.json(); if (!r.ok) { fail(j.error); return; }
-  $('progress').hidden = false; $('render').disabled = true; poll(j.job);
+  current = j.job; $('progress').hidden = false; $('render').disabled = true; $('cancel').hidden = false;
+  poll(j.job);
 });
+$('cancel').addEventListener('click', async () => {
+  if (!current) return;
+  const r = await fetch('/api/jobs/' + current + '/cancel', {method: 'POST'});
+  if (!r.ok) { fail((await r.json()).error); }
+});
+function finished() { current = null; $('render').disabled = false; $('cancel').hidden = true; }
 async function poll(job) {
   const r = await fetch('/api/jobs/' + job); const j = await r.json();
+  if (!r.ok) { finished(); fail(j.error); return; }
   $('progress').value = j.progress;
   $('status').textContent = j.state === 'queued' ? 'waiting: ' + j.position + ' render(s) before yours' : j.state;
   if (j.state === 'done') {
-    $('render').disabled = false; $('result').hidden = false;
+    finished(); $('result').hidden = false;
     const base = '/api/jobs/' + job + '/file/';
     $('player').src = base + 'wav'; $('wav').href = base + 'wav'; $('flac').href = base + 'flac';
     $('picture').hidden = !j.files.includes('png'); if (j.files.includes('png')) $('picture').src = base + 'png';
-  } else if (j.state === 'failed') { $('render').disabled = false; fail(j.error); }
+  } else if (j.state === 'failed') { finished(); fail(j.error); }
+  else if (j.state === 'cancelled') { finished(); $('progress').hidden = true; }
   else setTimeout(() => poll(job), 300);
 }
 </script></body></html>

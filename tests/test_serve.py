@@ -15,16 +15,19 @@ pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
-from midisynth.serve import create_app  # noqa: E402
+from midisynth.serve import Limits, create_app  # noqa: E402
 from midisynth.weights import build_tiny_random  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+BASE = "http://127.0.0.1:8000"  # an allowed host (the test client's default, testserver, is not)
+
+
 @pytest.fixture()
 def client():
-    app = create_app(build_tiny_random(), max_upload_mb=0.05)
-    with TestClient(app) as c:
+    app = create_app(build_tiny_random(), Limits(max_upload_mb=0.05))
+    with TestClient(app, base_url=BASE) as c:
         yield c
     assert not app.state.studio.root.exists()  # nothing left behind on shutdown
 
