@@ -590,3 +590,81 @@ def test_cache_subcommand_forwards_and_fails_cleanly(tmp_path):
         "cache", str(tmp_path / "c"), "--procedural", "1", "--soundfont", str(tmp_path / "no.sf2")
     )
     assert "SoundFont not found" in one_line_error(r)
+
+
+# ---- hostile files (issue 23) -------------------------------------------------------------------
+
+
+def _smf(events: bytes, tpb: int) -> bytes:
+    """A format-0 file around one track's bytes (the issue's one-liners)."""
+    import struct
+
+    head = b"MThd" + struct.pack(">LHHH", 6, 0, 1, tpb)
+    return head + b"MTrk" + struct.pack(">L", len(events)) + events
+
+
+# Division 1, tempo 0xFFFFFF, a note at tick 9,999,990: 52 bytes that claim 5.3 years.
+YEARS = _smf(bytes.fromhex("00ff5103ffffff00903c6401803c0084e2ac76903e6401803e0000ff2f00"), tpb=1)
+VLQ = _smf(b"\xff" * 1_000_000 + bytes.fromhex("7f903c6400ff2f00"), tpb=480)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (YEARS, "the render would last 5.32 years, longer than the 6 h limit (--max-duration)"),
+        (VLQ, "corrupt MIDI file (a variable-length number longer than 4 bytes at byte 22)"),
+    ],
+    ids=["five-years", "megabyte-number"],
+)
+def test_hostile_files_fail_at_once_in_one_line(tmp_path, data, message):
+    import os
+    import time
+
+    import midisynth.batch  # noqa: F401 - torch imported before the clock starts
+
+    src = tmp_path / "hostile.mid"
+    src.write_bytes(data)
+    start = time.perf_counter()
+    r = run("render", str(src), str(tmp_path / "out.wav"), *FAST)
+    assert time.perf_counter() - start < 1.0
+    assert one_line_error(r) == f"error: {src}: {message}"
+    assert r.exit_code == 1 and not list(tmp_path.glob("out*"))
+    # The whole command, torch included, stays small: the length is checked before any work.
+    cmd = [sys.executable, "-m", "midisynth", "render", str(src), "-m", "tiny-random"]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = child.stdout.read().decode()
+    _, status, usage = os.wait4(child.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1 and message in output, output
+    assert usage.ru_maxrss < 500 * 1024, usage.ru_maxrss  # KiB on Linux
+
+
+def test_max_duration_flag(tmp_path):
+    song = EXAMPLES / "melody_chords.mid"
+    r = run("render", str(song), str(tmp_path / "a.wav"), "--max-duration", "5s", *FAST)
+    assert "longer than the 5 s limit (--max-duration)" in one_line_error(r)
+    r = run("render", str(song), str(tmp_path / "b.wav"), "--max-duration", "0", *FAST)
+    assert r.exit_code == 0, r.output  # 0 = no limit
+    r = run("render", str(song), str(tmp_path / "c.wav"), "--max-duration", "soon", *FAST)
+    assert r.exit_code == 2 and "--max-duration must look like 90s" in one_line_error(r)
+    # In a folder, a file over the limit fails alone; the others render.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(song, folder / "short.mid")
+    (folder / "long.mid").write_bytes(YEARS)
+    r = run("render", str(folder), "-o", str(tmp_path / "out"), *FAST)
+    assert r.exit_code == 1 and "longer than the 6 h limit" in r.output
+    assert (tmp_path / "out" / "short.wav").exists()
+
+
+def test_token_overflow_is_one_warning_line(tmp_path):
+    # 1,500 onsets in one 5.12 s segment need ~4,000 tokens; the encoder takes 2,048.
+    events = bytearray(b"\x00\xc0\x00")
+    for i in range(1500):
+        events += bytes([0, 0x90, 36 + i % 60, 100, 1, 0x80, 36 + i % 60, 0])
+    src = tmp_path / "dense.mid"
+    src.write_bytes(_smf(bytes(events) + b"\x00\xff\x2f\x00", tpb=480))
+    r = run("render", str(src), str(tmp_path / "dense.wav"), *FAST)
+    assert r.exit_code == 0, r.output
+    warned = [ln for ln in r.output.splitlines() if "token limit" in ln or "-token limit" in ln]
+    assert len(warned) == 1 and warned[0].startswith("warning: 1 segment(s) exceed"), r.output
+    assert "TokenOverflowWarning" not in r.output and ".py:" not in r.output

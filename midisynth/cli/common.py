@@ -5,6 +5,8 @@ Nothing here imports torch (``--help`` must stay instant).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from enum import Enum
 from typing import NoReturn
 
@@ -59,3 +61,45 @@ class Normalize(str, Enum):
     none = "none"
     peak = "peak"
     loudness = "loudness"
+
+
+_UNITS = {"": 1.0, "s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str, option: str = "--max-duration") -> float | None:
+    """'90s', '10min', '6h', '2d' or plain seconds → seconds; '0' or 'none' → None (no limit).
+    ValueError (one line, naming ``option``) for anything else."""
+    import re
+
+    value = text.strip().lower()
+    if value in ("0", "none"):
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)", value)
+    if m is None or m[2] not in _UNITS or float(m[1]) <= 0:
+        raise ValueError(
+            f"{option} must look like 90s, 10min, 6h or 2d (0 = no limit), got {text!r}"
+        )
+    return float(m[1]) * _UNITS[m[2]]
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Within: midisynth's own warnings (e.g. tokens.TokenOverflowWarning) print as one
+    ``warning: ...`` line, not Python's two lines with a source path."""
+    import warnings
+
+    from rich.markup import escape
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if category.__module__.startswith("midisynth"):
+            err.print(f"warning: {escape(str(message))}", soft_wrap=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown

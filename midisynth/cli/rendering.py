@@ -14,7 +14,17 @@ from typing import Annotated, NoReturn
 import typer
 
 from ..extras import pip_install
-from .common import MODEL_HELP, Normalize, Sampler, err, fail, fail_on, user_errors
+from .common import (
+    MODEL_HELP,
+    Normalize,
+    Sampler,
+    err,
+    fail,
+    fail_on,
+    one_line_warnings,
+    parse_duration,
+    user_errors,
+)
 
 
 # `render` is long only because Typer reads a command's options from its signature: ~30 options,
@@ -141,6 +151,13 @@ def render(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summaries.")] = False,
+    max_duration: Annotated[
+        str,
+        typer.Option(
+            help="Refuse a MIDI file whose render (notes + tail) would last longer: 90s, 10min, "
+            "6h, 2d; 0 = no limit. Checked from the notes before any work."
+        ),
+    ] = "6h",  # = render.DEFAULT_MAX_DURATION (not imported: it would import torch)
 ) -> None:
     """Render MIDI to audio.
 
@@ -186,6 +203,7 @@ class _Request:
     workers: int | None
     threads: int | None
     quiet: bool
+    max_duration: str
 
 
 def _run(req: _Request) -> NoReturn:
@@ -205,7 +223,9 @@ def _run(req: _Request) -> NoReturn:
     options = with_model_defaults(options, loaded)
     if not req.quiet:
         _describe(loaded, options, swaps, tracks, len(plan.tasks))
-    raise typer.Exit(_dispatch(req, plan, options, loaded))
+    with one_line_warnings():  # e.g. a segment with too many notes for the encoder
+        code = _dispatch(req, plan, options, loaded)
+    raise typer.Exit(code)
 
 
 def _check_flags(req: _Request) -> tuple[tuple, tuple]:
@@ -214,6 +234,7 @@ def _check_flags(req: _Request) -> tuple[tuple, tuple]:
     from ..programs import parse_program, parse_swap
 
     try:
+        parse_duration(req.max_duration)
         swaps = tuple(parse_swap(p) for p in req.program or [])
         tracks = tuple(_parse_track(t, parse_program) for t in req.track or [])
         if req.sampler is Sampler.ddpm and req.steps is not None and req.steps > 1000:
@@ -247,7 +268,7 @@ def _plan(req: _Request, swaps: tuple, tracks: tuple):
     from rich.markup import escape
 
     from .. import batch
-    from ..render import RenderOptions, unused_changes
+    from ..render import RenderOptions, TooLongError, check_duration, unused_changes
 
     plan = batch.plan_outputs(
         req.input,
@@ -269,12 +290,17 @@ def _plan(req: _Request, swaps: tuple, tracks: tuple):
         track_programs=tracks,
         drums=not req.no_drums,
         batch_size=req.batch_size,
+        max_duration=parse_duration(req.max_duration),
     )
     options.n_steps()
     if req.input.is_file():  # a single bad file fails here, before the model loads
         from ..midi import read_midi
 
         score = read_midi(req.input, all_track_tempos=not options.reference_tempo)
+        try:
+            check_duration(score, options)  # a file claiming years: refused now, in one line
+        except TooLongError as e:
+            raise TooLongError(f"{req.input}: {e}") from None
         for line in [*score.warnings, *unused_changes(score, options)]:
             err.print(f"warning: {escape(line)}")
     if not plan.tasks:

@@ -12,7 +12,19 @@ from typing import Annotated
 
 import typer
 
-from .common import MODEL_HELP, Normalize, Sampler, err, fail, fail_on, out, stdout, user_errors
+from .common import (
+    MODEL_HELP,
+    Normalize,
+    Sampler,
+    err,
+    fail,
+    fail_on,
+    one_line_warnings,
+    out,
+    parse_duration,
+    stdout,
+    user_errors,
+)
 
 
 def inspect(
@@ -310,6 +322,37 @@ def serve(
     max_upload_mb: Annotated[
         float, typer.Option(min=0.01, max=1024, help="Largest MIDI upload accepted.")
     ] = 10.0,
+    max_duration: Annotated[
+        str,
+        typer.Option(
+            help="Longest song the page renders (notes + 1 s tail), checked at upload: 90s, "
+            "10min, 1h; 0 = no limit."
+        ),
+    ] = "10min",
+    max_queue: Annotated[
+        int,
+        typer.Option(min=1, max=10_000, help="Renders waiting or running; more are refused."),
+    ] = 8,
+    max_files: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Uploads kept, and finished renders kept; the oldest are removed."
+        ),
+    ] = 50,
+    max_storage_mb: Annotated[
+        float,
+        typer.Option(min=1, help="Disk for uploads and renders together; the oldest are removed."),
+    ] = 1024.0,
+    keep_minutes: Annotated[
+        float, typer.Option(min=1, help="Uploads and renders unused this long are removed.")
+    ] = 60.0,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also answer requests addressed to this host name or address (e.g. this "
+            "computer's LAN address with --host 0.0.0.0). Repeatable."
+        ),
+    ] = None,
 ) -> None:
     """A local web page: drop a MIDI file, choose instruments, render, listen.
 
@@ -327,15 +370,23 @@ def serve(
 
         fail(f"the web page needs its extra: {pip_install('web')}", 2)
     try:
+        duration = parse_duration(max_duration)
+    except ValueError as e:
+        fail(str(e), 2)
+    try:
         loaded = load_model(model, device=device)
     except user_errors() as e:
         fail_on(e)
+    from ..serve import Limits
     from ..serve import serve as run_server
 
+    limits = Limits(max_upload_mb, duration, max_queue, max_files, max_storage_mb, keep_minutes)
     err.print(
         f"midisynth page on http://{escape(host)}:{port}/ with model {loaded.name} (Ctrl-C stops)"
     )
-    run_server(loaded, host=host, port=port, max_upload_mb=max_upload_mb)
+    with one_line_warnings():
+        run_server(loaded, host, port, limits, tuple(allow_host or ()))
+    err.print("midisynth page stopped")
 
 
 def invert(
