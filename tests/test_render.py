@@ -191,3 +191,107 @@ def test_model_sampling_defaults(tiny):
     bad = dataclasses.replace(tiny, meta={"sampling": {"sampler": "euler"}})
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):
         with_model_defaults(base, bad)
+
+
+# ---- length limit and streaming segments (issue 23) ----------------------------------------------
+
+
+def _claiming(tick: int):
+    """The issue's hostile files, read: division 1 and tempo 0xFFFFFF make every tick 16.8 s; a
+    second note starts at ``tick`` (9,999,990: 5.3 years; 20,000: 93 hours)."""
+    import struct
+
+    from mido.midifiles.meta import encode_variable_int
+
+    delta = bytes(encode_variable_int(tick - 1))
+    events = bytes.fromhex("00ff5103ffffff00903c6401803c00") + delta
+    events += bytes.fromhex("903e6401803e0000ff2f00")
+    data = b"MThd" + struct.pack(">LHHH", 6, 0, 1, 1) + b"MTrk" + struct.pack(">L", len(events))
+    return read_midi(data + events)
+
+
+def test_a_song_claiming_years_is_refused_before_any_work(tiny):
+    import time
+    import tracemalloc
+
+    from midisynth.render import TooLongError, prepare_tokens
+
+    score = _claiming(9_999_990)
+    assert score.total_time > 5 * 365 * 86400
+    tracemalloc.start()
+    start = time.perf_counter()
+    for attempt in (
+        lambda: prepare_tokens(tiny, score, RenderOptions()),
+        lambda: render(tiny, score),
+    ):
+        with pytest.raises(TooLongError) as info:
+            attempt()
+        assert str(info.value) == (
+            "the render would last 5.32 years, longer than the 6 h limit (--max-duration)"
+        )
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert seconds < 1.0 and peak < 50 * 2**20  # was 11 GB and a MemoryError after 177 s
+
+
+def test_segments_are_made_as_they_are_read_whatever_the_length(tiny, tiny_frame):
+    import time
+    import tracemalloc
+
+    from midisynth.render import prepare_grids, prepare_tokens
+
+    score = _claiming(20_000)
+    unlimited = RenderOptions(max_duration=None)
+    tracemalloc.start()
+    start = time.perf_counter()
+    segs, n = prepare_tokens(tiny, score, unlimited)
+    grids = prepare_grids(tiny_frame, score, unlimited, len(segs))
+    first = [segs[0], segs[1], grids[0], grids[1]]
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert n == round(score.total_time * 16000) + 16000 and len(segs) == len(grids) > 60_000
+    assert first[1][-1] == 1 and first[3].shape == (256, 32, 5)  # EOS-terminated; note slots
+    assert seconds < 1.0 and peak < 20 * 2**20  # one segment at a time, not 65,000 of them
+
+
+def test_streamed_segments_are_the_same_arrays(tiny, tiny_frame):
+    from midisynth import notegrid, tokens
+    from midisynth.programs import get_program_map
+    from midisynth.render import prepare_grids, prepare_tokens
+
+    score = read_midi(EXAMPLES / "band.mid")
+    segs, n = prepare_tokens(tiny, score, FAST)
+    want = tokens.notes_to_segments(
+        score.notes,
+        score.total_time + FAST.tail,
+        codec=tokens.Codec.from_dict(tiny.codec),
+        program_map=get_program_map(tiny.program_map),
+    )
+    assert len(segs) == len(want) == 3
+    assert [s.tolist() for s in segs] == [w.tolist() for w in want]  # a pass
+    for i in (1, 2, 0, -1, 1):  # in order, backwards (starts over), from the end
+        assert segs[i].tolist() == want[i].tolist()
+    assert [s.tolist() for s in segs[1:3]] == [w.tolist() for w in want[1:3]]
+    with pytest.raises(IndexError):
+        segs[len(want)]
+    table = get_program_map(tiny_frame.program_map).table
+    grids = prepare_grids(tiny_frame, score, FAST, len(segs))
+    full = notegrid.segment_grids(notegrid.notes_array(score.notes, table), len(segs), 32)
+    assert all(np.array_equal(g, f) for g, f in zip(grids, full, strict=True))
+
+
+def test_streamed_render_is_byte_identical(tiny_frame, monkeypatch):
+    from midisynth import render as R
+
+    path, own = EXAMPLES / "band.mid", RenderOptions()  # the frame model's own sampling
+    streamed = render(tiny_frame, path, own)
+    stream_tokens, stream_grids = R.prepare_tokens, R.prepare_grids
+    monkeypatch.setattr(  # everything built up front, as before
+        R, "prepare_tokens", lambda *a: (lambda s, n: (list(s), n))(*stream_tokens(*a))
+    )
+    monkeypatch.setattr(R, "prepare_grids", lambda *a: list(stream_grids(*a)))
+    listed = render(tiny_frame, path, own)
+    assert streamed.audio.tobytes() == listed.audio.tobytes()
+    assert streamed.mel.tobytes() == listed.mel.tobytes()
