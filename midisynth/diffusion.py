@@ -272,6 +272,39 @@ def check_steps(steps: int) -> int:
     return steps
 
 
+def check_settings(
+    sampler: str,
+    steps: int | None = None,
+    *,
+    start: float = 1.0,
+    guidance: float = 1.0,
+    unconditional: bool = True,
+) -> None:
+    """ValueError (one line) for settings ``sample`` would refuse, so that they fail before any
+    work: an unknown sampler, steps outside 1…1000, ``start`` outside (0, 1] or below 1 on a
+    discrete-schedule sampler, a non-finite guidance, or guidance ≠ 1 for a model trained
+    without an unconditional mode (``unconditional=False``)."""
+    spec = get_sampler(sampler)
+    if steps is not None:
+        check_steps(steps)
+    if not 0.0 < start <= 1.0:
+        raise ValueError(f"start must be in (0, 1], got {start}")
+    if start < 1.0 and spec.schedule != "cosine":
+        cosine = [n for n, s in SAMPLERS.items() if s.schedule == "cosine"]
+        twin = f"{sampler}-cosine"
+        cosine.sort(key=lambda n: n != twin)  # the same method on the cosine schedule first
+        raise ValueError(
+            f"sampler {sampler} runs on the discrete schedule; starting part-way (τ = {start:g}, "
+            f"from a prior's mel) needs a cosine-schedule one: {', '.join(cosine)}"
+        )
+    if not math.isfinite(guidance):
+        raise ValueError(f"guidance weight must be finite, got {guidance}")
+    if guidance != 1.0 and not unconditional:
+        raise ValueError(
+            "guidance ≠ 1 needs an unconditional mode, which this model has not (use 1)"
+        )
+
+
 @torch.no_grad()
 def sample(
     denoise: Denoise,
@@ -306,13 +339,12 @@ def sample(
         raise ValueError(
             f"unknown prediction type {prediction_type!r}; choose one of: {', '.join(PREDICTION_TYPES)}"
         )
+    check_settings(sampler, steps, start=start, guidance=guidance)
     spec = get_sampler(sampler)
     steps = check_steps(spec.default_steps if steps is None else steps)
     eps_fn = guided(denoise, denoise_uncond, guidance, denoise_batched=denoise_batched)
-    if not 0.0 < start <= 1.0:
-        raise ValueError(f"start must be in (0, 1], got {start}")
-    if start < 1.0 and (spec.schedule != "cosine" or x_init is None):
-        raise ValueError("start < 1 needs a cosine sampler and x_init noised to that level")
+    if start < 1.0 and x_init is None:
+        raise ValueError("start < 1 needs x_init noised to that level")
     if spec.schedule == "cosine":
         grid = _cosine_grid(steps, start)
     else:

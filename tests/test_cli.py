@@ -140,6 +140,37 @@ def test_bad_flags_one_line_error(tmp_path, args, message):
     assert not (tmp_path / "o.wav").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sampler", "ddpm", "--steps", "10"], "sampler ddpm runs on the discrete schedule"),
+        (["--sampler", "dpmpp-2m"], "needs a cosine-schedule one: dpmpp-2m-cosine, "),
+        (["--sampler", "ddim"], "τ = 0.5"),
+        (["--guidance", "2"], "guidance ≠ 1 needs an unconditional mode"),
+    ],
+)
+def test_settings_a_model_cannot_use_fail_before_any_file_is_read(
+    tmp_path, tiny_frame_folder, args, message
+):
+    # Issue 21: `--sampler ddpm` on a frame model failed per file, after loading, with exit 1.
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(b"not a MIDI file")  # reading it would fail differently: it is never read
+    r = run("render", str(bad), str(tmp_path / "o.wav"), "-m", str(tiny_frame_folder), *args)
+    assert r.exit_code == 2
+    line = one_line_error(r)
+    assert line.startswith("error: model tiny-frame: ") and message in line
+    assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_settings_a_model_can_use_render(tmp_path, tiny_frame_folder):
+    song = str(EXAMPLES / "piano_pedal.mid")
+    r = run("render", song, str(tmp_path / "a.wav"), "-m", str(tiny_frame_folder), "--tail", "0",
+            "--sampler", "ddpm-cosine", "--steps", "2")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = run("render", song, str(tmp_path / "b.wav"), *FAST, "--sampler", "ddpm", "--guidance", "2")
+    assert r.exit_code == 0, r.output  # the token design has an unconditional mode
+
+
 def test_bad_flag_values_rejected_by_parser(tmp_path):
     for args in (["--steps", "0"], ["--sampler", "magic"], ["--sample-rate", "12"]):
         r = run("render", str(EXAMPLES / "piano_pedal.mid"), str(tmp_path / "o.wav"), *args)

@@ -209,6 +209,7 @@ class _Request:
 def _run(req: _Request) -> NoReturn:
     """The whole command: every expected failure is one line and a non-zero exit."""
     swaps, tracks = _check_flags(req)
+    _check_sampling(req)
     if req.threads is not None and not req.use_ray:
         import torch
 
@@ -260,6 +261,35 @@ def _check_flags(req: _Request) -> tuple[tuple, tuple]:
     except (ValueError, ImportError) as e:
         fail(str(e), 2)
     return swaps, tracks
+
+
+def _check_sampling(req: _Request) -> None:
+    """--sampler, --steps and --guidance against the model, from its config.json alone (no
+    weights, no download, no MIDI file read): settings it cannot use exit with code 2 now, not
+    once per file after loading. A frame model (FrameNet) starts part-way from its prior's mel,
+    which only the cosine-schedule samplers can do, and has no unconditional mode to guide with."""
+    from ..diffusion import check_settings
+    from ..render import DEFAULT_SAMPLER, FRAME_SAMPLING
+    from ..weights import ModelError, model_settings, resolve
+
+    try:
+        name = resolve(req.model)[0]
+        settings = model_settings(req.model)
+    except ModelError:
+        return  # an unknown or broken model is reported by the loader, as it always was
+    own = settings["sampling"] or (FRAME_SAMPLING if settings["frame"] else {})
+    sampler = req.sampler.value if req.sampler is not None else own.get("sampler", DEFAULT_SAMPLER)
+    start = float(own.get("start", 1.0)) if settings["frame"] else 1.0
+    try:
+        check_settings(
+            sampler,
+            req.steps,
+            start=start,
+            guidance=req.guidance,
+            unconditional=not settings["frame"],
+        )
+    except ValueError as e:
+        fail(f"model {name}: {e}", 2)
 
 
 def _plan(req: _Request, swaps: tuple, tracks: tuple):
