@@ -23,8 +23,10 @@ up whatever a client sends:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import os
 import queue
 import re
@@ -45,7 +47,6 @@ from .render import RenderOptions, TooLongError, apply_programs, check_duration,
 
 WEB_HINT = "the web page needs its extra: pip install 'midisynth[web]'"
 try:
-    import anyio
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -162,7 +163,7 @@ class Studio:
         }
         with self.lock:
             self.uploads[uid] = Upload(uid, info, path, len(data))
-        self.evict()
+        self.evict(keep=uid)
         return info
 
     # -- renders ---------------------------------------------------------------------------------
@@ -237,7 +238,7 @@ class Studio:
             with self.lock:
                 job.state, job.error, job.used = state, error, time.monotonic()
                 job.progress = 1.0 if state == "done" else job.progress
-            self.evict()
+            self.evict(keep=job.id)
 
     def _render(self, job: RenderJob) -> None:
         import torch
@@ -273,22 +274,25 @@ class Studio:
         job.files = files
 
     # -- files -----------------------------------------------------------------------------------
-    def evict(self) -> None:
+    def evict(self, keep: str | None = None) -> None:
         """Remove uploads and finished renders, oldest use first: those unused for
         ``keep_minutes``, those beyond ``max_files`` of each kind, then as many as it takes to fit
-        ``max_storage_mb``. An upload a waiting or running render needs is kept."""
+        ``max_storage_mb``. Kept whatever the limits: an upload a waiting or running render needs,
+        and ``keep`` (the upload or render just made: it is what the page asked for)."""
         lim, now = self.limits, time.monotonic()
         with self.lock:
-            busy = {j.upload for j in self.jobs.values() if j.state in ACTIVE}
+            busy = {j.upload for j in self.jobs.values() if j.state in ACTIVE} | {keep}
             uploads = sorted(
                 (u for u in self.uploads.values() if u.id not in busy), key=lambda u: u.used
             )
             results = sorted(
-                (j for j in self.jobs.values() if j.state in FINISHED), key=lambda j: j.used
+                (j for j in self.jobs.values() if j.state in FINISHED and j.id != keep),
+                key=lambda j: j.used,
             )
             old = [x for x in uploads + results if now - x.used > lim.keep_minutes * 60]
             extra = uploads[: max(0, len(self.uploads) - lim.max_files)]
-            extra += results[: max(0, len(results) - lim.max_files)]
+            finished = sum(j.state in FINISHED for j in self.jobs.values())
+            extra += results[: max(0, finished - lim.max_files)]
             drop = {id(x): x for x in old + extra}
             sizes = {id(x): x.size for x in (*self.uploads.values(), *self.jobs.values())}
             total = sum(sizes.values()) - sum(sizes[k] for k in drop)
@@ -340,6 +344,28 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+async def _in_thread(fn, *args):
+    """``fn(*args)`` in a daemon thread, awaited: the event loop serves other requests meanwhile,
+    and one still running when the server stops does not hold the process up."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(result, error) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = fn(*args), None
+        except Exception as e:  # handed to the awaiting request
+            result, error = None, e
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="midisynth-parse", daemon=True).start()
+    return await future
+
+
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
@@ -349,7 +375,7 @@ class _Api:
 
     def __init__(self, studio: Studio) -> None:
         self.studio = studio
-        self.parsers: anyio.CapacityLimiter | None = None  # made in the event loop, on first use
+        self.parsers: asyncio.Semaphore | None = None  # made in the event loop, on first use
 
     async def page(self, request: Request) -> HTMLResponse:
         return HTMLResponse(PAGE.replace("__PROGRAMS__", json.dumps(list(GM_PROGRAM_NAMES))))
@@ -364,11 +390,10 @@ class _Api:
         if not body:
             return _error(400, "empty upload: choose a MIDI file")
         if self.parsers is None:
-            self.parsers = anyio.CapacityLimiter(PARSERS)
+            self.parsers = asyncio.Semaphore(PARSERS)
         try:  # parsing takes up to seconds: in a thread, so that other requests go on
-            info = await anyio.to_thread.run_sync(
-                self.studio.add_upload, name, body, limiter=self.parsers
-            )
+            async with self.parsers:
+                info = await _in_thread(self.studio.add_upload, name, body)
         except MidiError as e:
             return _error(400, str(e).replace("<bytes>", name))
         except TooLongError as e:
@@ -430,21 +455,39 @@ class _Api:
 
 
 class _Guard:
-    """ASGI middleware in front of every route: the Host and Origin allow-list, and a body limit
-    checked on the declared Content-Length (the handlers also count what actually arrives)."""
+    """ASGI middleware in front of every route: the Host and Origin allow-list, a body limit
+    checked on the declared Content-Length (the handlers also count what actually arrives), and a
+    503 for a request cut off by the server stopping (a stalled upload), not a logged traceback."""
 
     HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$")
 
-    def __init__(self, app, hosts: frozenset[str], upload_limit: int) -> None:
-        self.app, self.hosts, self.upload_limit = app, hosts, upload_limit
+    def __init__(
+        self, app, hosts: frozenset[str], upload_limit: int, closing: threading.Event
+    ) -> None:
+        self.app, self.hosts, self.upload_limit, self.closing = app, hosts, upload_limit, closing
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            refusal = self.refusal(scope)
-            if refusal is not None:
-                await _error(*refusal)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self.refusal(scope)
+        if refusal is not None:
+            await _error(*refusal)(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except asyncio.CancelledError:
+            if not self.closing.is_set():
+                raise
+            if not started:
+                await _error(503, "the server is stopping")(scope, receive, send)
 
     def refusal(self, scope) -> tuple[int, str] | None:
         """(status, message) for a request refused before its handler, else None."""
@@ -521,9 +564,25 @@ def create_app(
         _Guard,
         hosts=allowed_hosts(host, allow_hosts),
         upload_limit=studio.limits.max_upload_bytes,
+        closing=studio.closing,
     )
     app.state.studio = studio
     return app
+
+
+class _QuietStop(logging.Filter):
+    """uvicorn's log, once stopping, without its errors about stopping: the line on requests cut
+    off at the end of the grace time (answered 503 by ``_Guard``) and, after a second Ctrl-C, the
+    traceback of its cancelled lifespan. Ctrl-C is the normal end, not an error."""
+
+    def __init__(self, closing: threading.Event) -> None:
+        super().__init__()
+        self.closing = closing
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        stop = text.startswith("Cancel ") or "CancelledError" in text or "KeyboardInterrupt" in text
+        return not (self.closing.is_set() and stop)
 
 
 def serve(
@@ -536,27 +595,37 @@ def serve(
     """Run the page until Ctrl-C (or SIGTERM), then remove its folder.
 
     Requests still in flight get ``GRACE_S`` seconds, a running render ``STOP_S`` to reach its next
-    segment. If it (or an upload's parse) is still running then, the process ends at once
-    (``os._exit``) instead of waiting for it, or aborting in torch's teardown under it.
+    segment. If it is still running then (a long segment on a slow device), the process ends at
+    once (``os._exit``) rather than abort in torch's teardown under it (SIGABRT).
     """
     import uvicorn
 
     app = create_app(model, limits, host=host, allow_hosts=allow_hosts)
     studio: Studio = app.state.studio
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            # At the first signal: a running render stops at its next segment, new renders get
+            # 503, and requests still stalled when the grace ends are answered 503 (see _Guard).
+            studio.closing.set()
+            super().handle_exit(sig, frame)
+
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=GRACE_S
     )
+    log, quiet = logging.getLogger("uvicorn.error"), _QuietStop(studio.closing)
+    log.addFilter(quiet)
     stop: SystemExit | None = None
     try:
-        uvicorn.Server(config).run()
+        Server(config).run()
     except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once it has stopped: the normal end
         pass
     except SystemExit as e:  # SIGTERM through the CLI's handler; a port already in use
         stop = e
     finally:
+        log.removeFilter(quiet)
         studio.close()  # also when a second Ctrl-C cut uvicorn's own shutdown short
-    others = [t for t in threading.enumerate() if t is not threading.current_thread()]
-    if studio.worker.is_alive() or any(not t.daemon for t in others):
+    if studio.worker.is_alive():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(stop.code if stop is not None and isinstance(stop.code, int) else 0)
