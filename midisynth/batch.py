@@ -96,6 +96,11 @@ def _writable(folder: Path) -> bool:
         return False
 
 
+class OutputExistsError(ValueError):
+    """An output file exists, and neither overwriting nor skipping was asked for (the CLI's
+    ``--overwrite`` / ``--skip-existing``; a usage error, exit code 2)."""
+
+
 def plan_outputs(
     src: Path,
     output: Path | None = None,
@@ -153,7 +158,9 @@ def plan_outputs(
         tasks = [t for t in tasks if not t.dst.exists()]
     elif existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-        raise ValueError(f"{existing[0].dst} exists{more}; pass --overwrite or --skip-existing")
+        raise OutputExistsError(
+            f"{existing[0].dst} exists{more}; pass --overwrite or --skip-existing"
+        )
     for folder in {t.dst.parent for t in tasks} | {t.mel_out.parent for t in tasks if t.mel_out}:
         if not _writable(folder):
             raise PermissionError(f"cannot write to {folder}")

@@ -202,7 +202,7 @@ def read_mel_file(path: str | Path) -> torch.Tensor:
 def invert_file(
     mel_path: str | Path,
     dst: str | Path,
-    inverter: dict[str, Any] | str = "griffin-lim",
+    inverter: dict[str, Any] | str = "auto",
     *,
     sample_rate: int = audio.SAMPLE_RATE,
     normalize: str = "loudness",
@@ -210,7 +210,8 @@ def invert_file(
     chunk_frames: int = audio.SEGMENT_FRAMES,
 ) -> Path:
     """Invert a mel file to audio, streamed ``chunk_frames`` at a time (the render loop's segments,
-    so a render's ``--mel-out`` inverts to the render's own audio up to its last, shorter chunk).
+    so a render's ``--mel-out`` inverts to the render's own audio up to its last, shorter chunk,
+    given the inverter that render used: ``auto``, the default, is frame-s's).
     The output is written atomically (nothing is left at ``dst`` on failure)."""
     mel = read_mel_file(mel_path)
     inv = StreamingInverter(load_inverter(inverter))

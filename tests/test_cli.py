@@ -97,7 +97,7 @@ def test_refuses_to_overwrite(tmp_path):
     out = tmp_path / "o.wav"
     out.write_bytes(b"keep me")
     r = run("render", str(EXAMPLES / "piano_pedal.mid"), str(out), *FAST)
-    assert "exists" in one_line_error(r)
+    assert "exists" in one_line_error(r) and r.exit_code == 2
     assert out.read_bytes() == b"keep me"
     assert (
         run("render", str(EXAMPLES / "piano_pedal.mid"), str(out), "--overwrite", *FAST).exit_code
@@ -323,25 +323,94 @@ def test_cli_sampler_choices_are_the_registry():
     assert [s.value for s in Sampler] == list(SAMPLERS)
 
 
-def test_changes_that_match_nothing_are_reported(tmp_path):
+def test_changes_that_match_nothing_are_refused(tmp_path):
     # Issue 13: `--track 9=violin` on a 4-track file and `-p piano=cello` on a file without piano
-    # were accepted silently.
-    r = run(
-        "render",
-        str(EXAMPLES / "band.mid"),
-        str(tmp_path / "o.wav"),
-        "--track",
-        "9=violin",
-        "-p",
-        "piano=cello",
-        "-p",
-        "electric piano=cello",
-        *FAST,
+    # were accepted silently; issue 21: then they warned, were listed as in effect, and exit 0.
+    band, out = str(EXAMPLES / "band.mid"), str(tmp_path / "o.wav")
+    r = run("render", band, out, "--track", "9=violin", "-p", "electric piano=cello", *FAST)
+    assert r.exit_code == 2
+    assert one_line_error(r) == (
+        f"error: {band}: --track 9: no pitched track 9 in this file (its tracks: 1, 2, 3); "
+        "nothing rendered"
     )
-    assert r.exit_code == 0, r.output
-    assert "--track 9: no pitched track 9 in this file (its tracks: 1, 2, 3)" in r.output
-    assert "--program 0 (Acoustic Grand Piano): no such instrument" in r.output
-    assert "--program 4" not in r.output
+    r = run("render", band, out, "-p", "piano=cello", "-p", "electric piano=cello", *FAST)
+    assert r.exit_code == 2
+    assert one_line_error(r) == (
+        f"error: {band}: --program 0 (Acoustic Grand Piano): no such instrument in this file "
+        "('piano' means program 0 only); its instruments: 4 Electric Piano 1, "
+        "33 Electric Bass (finger), 48 String Ensemble 1; nothing rendered"
+    )
+    assert list(tmp_path.iterdir()) == []
+    r = run("render", band, out, "-p", "electric piano=cello", "--track", "2=violin", *FAST)
+    assert r.exit_code == 0 and "warning" not in r.output, r.output
+    assert "program 4 Electric Piano 1 → 42 Cello" in r.output
+    help_text = " ".join(run("render", "--help").output.split())
+    assert "piano = 0 Acoustic Grand Piano, electric piano = 4" in help_text
+
+
+def test_version():
+    import midisynth
+
+    r = run("--version")
+    assert (
+        r.exit_code == 0
+        and r.output == f"midisynth {midisynth.__version__} (midisynth-diffusion)\n"
+    )
+    toml = (EXAMPLES.parent / "pyproject.toml").read_text()
+    assert f'\nversion = "{midisynth.__version__}"\n' in toml
+
+
+def test_an_existing_output_is_a_usage_error_in_render_and_invert(tmp_path):
+    # Issue 21: exit 1 in render, 2 in invert.
+    out = tmp_path / "o.wav"
+    out.write_bytes(b"keep me")
+    r = run("render", str(EXAMPLES / "piano_pedal.mid"), str(out), *FAST)
+    assert r.exit_code == 2 and "exists; pass --overwrite" in one_line_error(r)
+    np.save(tmp_path / "m.npy", np.full((30, 128), -5.0, np.float32))
+    r = run("invert", str(tmp_path / "m.npy"), str(out))
+    assert r.exit_code == 2 and "exists; pass --overwrite" in one_line_error(r)
+    assert out.read_bytes() == b"keep me"
+
+
+def test_a_failed_file_is_named_once(tmp_path, monkeypatch):
+    # Issue 21: from Ray workers (absolute paths) a failure read "midi/x.mid: /abs/midi/x.mid: …".
+    from midisynth.batch import FileResult, FileTask
+    from midisynth.cli.rendering import _error_for
+
+    monkeypatch.chdir(tmp_path)
+    task = FileTask(Path("midi/x.mid"), Path("out/x.wav"))
+    absolute = str((tmp_path / "midi" / "x.mid").resolve())
+    for error in (f"{absolute}: empty file (0 bytes)", "midi/x.mid: empty file (0 bytes)"):
+        assert _error_for(FileResult(task, error=error)) == "midi/x.mid: empty file (0 bytes)"
+    assert _error_for(FileResult(task, error="worker died")) == "midi/x.mid: worker died"
+
+
+def test_inspect_says_which_tokenization_it_shows():
+    # Issue 21: `inspect --reference` looked the same as `inspect`.
+    band = str(EXAMPLES / "band.mid")
+    plain = " ".join(run("inspect", band, "-m", "tiny-random").output.split())
+    assert "tokenization: model tiny-random's (as render feeds it)" in plain
+    ref = " ".join(run("inspect", band, "--reference").output.split())
+    assert "tokenization: the reference's (diffusers MidiProcessor" in ref
+    assert json.loads(run("inspect", band, "--json", "--reference").output)["tokenization"] == (
+        "reference"
+    )
+    assert json.loads(run("inspect", band, "--json", "-m", "tiny-random").output)[
+        "tokenization"
+    ] == ("tiny-random")
+
+
+def test_a_missing_output_folder_is_created_and_said(tmp_path):
+    song = str(EXAMPLES / "piano_pedal.mid")
+    out = tmp_path / "new" / "deeper" / "o.wav"
+    r = run("render", song, str(out), *FAST, "--tail", "0")
+    assert r.exit_code == 0 and out.is_file(), r.output
+    assert f"created folder {out.parent}" in " ".join(r.output.split())
+    r = run("render", song, "-o", str(tmp_path / "quiet"), *FAST, "--tail", "0", "-q")
+    assert (
+        r.exit_code == 0 and r.output == "" and (tmp_path / "quiet" / "piano_pedal.wav").is_file()
+    )
+    assert "created if missing" in " ".join(run("render", "--help").output.split())
 
 
 def test_swapped_program_reaches_the_tokens():

@@ -23,7 +23,7 @@ def test_mel_out_inverts_to_the_render(tmp_path):
     wav, mel, back = tmp_path / "r.wav", tmp_path / "r.npy", tmp_path / "back.wav"
     r = run("render", EXAMPLES / "band.mid", wav, "--mel-out", mel, *FAST)
     assert r.exit_code == 0, r.output
-    r = run("invert", mel, back)
+    r = run("invert", mel, back, "--inverter", "griffin-lim")  # tiny-random's inverter
     assert r.exit_code == 0, r.output
     a, _ = sf.read(wav, dtype="float64")
     b, _ = sf.read(back, dtype="float64")
@@ -34,6 +34,37 @@ def test_mel_out_inverts_to_the_render(tmp_path):
     last = (len(a) // (256 * 320)) * 256 * 320 - 4 * 320  # before the last seam's crossfade
     ratio = np.abs(a[:last]).max() / np.abs(b[:last]).max()
     assert np.abs(a[:last] - ratio * b[:last]).max() < 2e-4
+
+
+def test_the_default_models_mel_out_inverts_to_its_render_by_default(tmp_path, monkeypatch):
+    # Issue 21: invert defaulted to Griffin-Lim, render to vocoder-s (correlation 0.76).
+    monkeypatch.delenv("MIDISYNTH_MODEL", raising=False)
+    wav, mel, back = tmp_path / "r.wav", tmp_path / "r.npy", tmp_path / "back.wav"
+    r = run("render", EXAMPLES / "melody_chords.mid", wav, "--mel-out", mel, "-q")
+    assert r.exit_code == 0, r.output
+    r = run("invert", mel, back, "--quiet")
+    assert r.exit_code == 0 and r.output == "", r.output  # --quiet: errors only
+    a, _ = sf.read(wav, dtype="float64")
+    b, _ = sf.read(back, dtype="float64")
+    last = (len(a) // (256 * 320)) * 256 * 320 - 4 * 320  # before the last seam's crossfade
+    assert len(a) == len(b) and np.abs(a[:last] - b[:last]).max() < 1e-4
+    assert np.corrcoef(a, b)[0, 1] > 0.999
+
+
+def test_invert_help_names_its_inverters():
+    text = " ".join(run("invert", "--help").output.split())
+    for name in ("auto", "griffin-lim", "vocoder-s", "soundstream-onnx"):
+        assert name in text
+    assert "[default: auto]" in text
+
+
+def test_invert_makes_a_missing_folder_and_says_so(tmp_path):
+    # It died with a traceback from libsndfile.
+    src, out = tmp_path / "m.npy", tmp_path / "new" / "deeper" / "o.wav"
+    np.save(src, np.full((30, 128), -5.0, np.float32))
+    r = run("invert", src, out)
+    assert r.exit_code == 0, r.output
+    assert f"created folder {out.parent}" in " ".join(r.output.split()) and out.is_file()
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,7 @@ def test_ray_matches_local_reports_bad_files_and_survives_a_killed_worker(corpus
     assert res.returncode == 1, res.stderr[-3000:]
     said = res.stderr.replace("\n", "")
     assert "broken.mid" in said and "empty.mid" in said
+    assert said.count("broken.mid") == 1  # named once, as given (workers report absolute paths)
     good = ["a.wav", "sub/b.wav", "crash.wav"]
     for name in good:  # byte-identical to the local run, whichever worker rendered it
         assert (out / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name

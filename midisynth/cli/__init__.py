@@ -11,6 +11,7 @@ this module makes the app, registers the commands in the order ``--help`` lists 
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -25,11 +26,35 @@ app = typer.Typer(
     help="Render MIDI to audio with the spectrogram-diffusion neural synthesizer.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"max_content_width": 100},  # (terminals narrower than this wrap sooner)
     pretty_exceptions_enable=False,
     # Help is plain text: rich markup would read `pip install -e '.[web]'` or `[frames, 128]` as
     # style tags and drop them.
     rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+        from ..extras import DIST_NAME
+
+        typer.echo(f"midisynth {__version__} ({DIST_NAME})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Render MIDI to audio with the spectrogram-diffusion neural synthesizer."""
+
+
 app.command()(inspect)
 app.command()(render)
 app.command()(models)

@@ -34,6 +34,16 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def make_folder(folder, quiet: bool = False) -> None:
+    """Create a missing output folder (and its parents), saying so unless ``quiet``."""
+    if not folder.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        if not quiet:
+            from rich.markup import escape
+
+            err.print(f"created folder {escape(str(folder))}", soft_wrap=True)
+
+
 def fail_on(e: BaseException) -> NoReturn:
     """Exit with the first line of an expected exception (its type name if it has no message)."""
     fail(str(e).splitlines()[0] if str(e) else type(e).__name__)

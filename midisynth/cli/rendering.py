@@ -21,6 +21,7 @@ from .common import (
     err,
     fail,
     fail_on,
+    make_folder,
     one_line_warnings,
     parse_duration,
     user_errors,
@@ -33,11 +34,18 @@ def render(
     input: Annotated[Path, typer.Argument(help="A MIDI file, or a folder of them (recursive).")],
     output: Annotated[
         Path | None,
-        typer.Argument(help="Output file (extension sets the format: .wav .flac .ogg) or folder."),
+        typer.Argument(
+            help="Output file (extension sets the format: .wav .flac .ogg) or folder; a missing "
+            "folder is created (and said)."
+        ),
     ] = None,
     output_dir: Annotated[
         Path | None,
-        typer.Option("--output-dir", "-o", help="Folder for outputs (mirrors input tree)."),
+        typer.Option(
+            "--output-dir",
+            "-o",
+            help="Folder for outputs (mirrors the input tree; created if missing, and said).",
+        ),
     ] = None,
     fmt: Annotated[
         str, typer.Option("--format", help="wav, flac or ogg (when not set by OUT).")
@@ -47,7 +55,9 @@ def render(
         typer.Option(
             "--program",
             "-p",
-            help="Swap instruments: SRC=DST, GM names or numbers (piano=cello, 0=42). Repeatable.",
+            help="Swap instruments: SRC=DST, GM names or numbers (piano=cello, 0=42). A name is "
+            "one program: piano = 0 Acoustic Grand Piano, electric piano = 4 (`midisynth "
+            "programs` lists them). A single file must have SRC. Repeatable.",
         ),
     ] = None,
     track: Annotated[
@@ -55,7 +65,8 @@ def render(
         typer.Option(
             "--track",
             help="Set one track's instrument: N=PROGRAM, N = the 'track' column of `midisynth "
-            "inspect` (the MIDI file's track index, from 0). Repeatable.",
+            "inspect` (the MIDI file's track index, from 0); a single file must have track N. "
+            "Repeatable.",
         ),
     ] = None,
     no_drums: Annotated[bool, typer.Option("--no-drums", help="Drop channel-10 drums.")] = False,
@@ -86,7 +97,13 @@ def render(
         float, typer.Option(min=0.0, max=30.0, help="Seconds kept after the last note.")
     ] = 1.0,
     inverter: Annotated[
-        str | None, typer.Option(help="griffin-lim or soundstream-onnx (default: the model's).")
+        str | None,
+        typer.Option(
+            help="auto (the trained vocoder-s; griffin-lim where it is not installed), "
+            "griffin-lim, vocoder-s or another vocoder folder, soundstream-onnx (the official "
+            "model's ONNX file). Default: the model's own (frame-s and the official model "
+            "without its ONNX file: auto)."
+        ),
     ] = None,
     sample_rate: Annotated[
         int,
@@ -214,11 +231,14 @@ def _run(req: _Request) -> NoReturn:
         import torch
 
         torch.set_num_threads(req.threads)
+    from ..batch import OutputExistsError
     from ..render import with_model_defaults
 
     try:
         plan, options = _plan(req, swaps, tracks)
         loaded = _load(req)
+    except OutputExistsError as e:  # a usage error (fixed by a flag), as in `invert`
+        fail(str(e), 2)
     except user_errors() as e:
         fail_on(e)
     options = with_model_defaults(options, loaded)
@@ -331,13 +351,36 @@ def _plan(req: _Request, swaps: tuple, tracks: tuple):
             check_duration(score, options)  # a file claiming years: refused now, in one line
         except TooLongError as e:
             raise TooLongError(f"{req.input}: {e}") from None
-        for line in [*score.warnings, *unused_changes(score, options)]:
+        for line in score.warnings:
             err.print(f"warning: {escape(line)}")
+        _check_changes(req, score, unused_changes(score, options))
     if not plan.tasks:
         if not req.quiet:
             err.print(f"nothing to do: {len(plan.skipped)} output(s) exist (--skip-existing)")
         raise typer.Exit(0)
     return plan, options
+
+
+def _check_changes(req: _Request, score, unused: list[str]) -> None:
+    """A --track or --program that would change nothing in this file (a mistyped track, a name
+    that means another program: `piano` is 0 only, not the electric pianos) is refused: one line
+    saying what the name means and what the file has, exit 2, before the model loads."""
+    from ..programs import parse_swap, program_name
+
+    if not unused:
+        return
+    line = unused[0]
+    if line.startswith("--program "):
+        have = sorted({i.program for i in score.instruments if not i.is_drum})
+        for text in req.program or []:
+            src, prog = text.partition("=")[0].strip(), parse_swap(text)[0]
+            if line.startswith(f"--program {prog} (") and not src.isdigit():
+                line += f" ('{src}' means program {prog} only)"
+                break
+        names = ", ".join(f"{p} {program_name(p)}" for p in have) or "none"
+        line += f"; its instruments: {names}"
+    more = f" (and {len(unused) - 1} more)" if len(unused) > 1 else ""
+    fail(f"{req.input}: {line}{more}; nothing rendered", 2)
 
 
 def _load(req: _Request):
@@ -382,6 +425,10 @@ def _dispatch(req: _Request, plan, options, loaded) -> int:
     out_opts = batch.OutputOptions(
         sample_rate=req.sample_rate, normalize=req.normalize.value, gain_db=req.gain
     )
+    root = (req.output or req.output_dir or req.input) if req.input.is_dir() else None
+    for folder in (root or plan.tasks[0].dst.parent, req.mel_out and req.mel_out.parent):
+        if folder:
+            make_folder(folder, req.quiet)  # (sub-folders of a mirrored tree: silently)
     if req.stems:
         _render_stems(loaded, plan.tasks[0], options, out_opts, req.quiet)
         return 0
@@ -433,7 +480,7 @@ def _plot_file(png: Path, task, options, quiet: bool) -> None:
     wave, sr = sf.read(task.dst, dtype="float32", always_2d=True)
     score = read_midi(task.src, all_track_tempos=not options.reference_tempo)
     onsets = sorted({round(n.start, 3) for n in apply_programs(score, options)})
-    png.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(png.parent, quiet)
     plot_render(png, mel, wave.mean(1), sr, onsets, title=task.src.name)
     if task.mel_out.parent.name.startswith("midisynth-plot-"):
         shutil.rmtree(task.mel_out.parent, ignore_errors=True)
@@ -583,9 +630,13 @@ def _render_on_ray(req: _Request, loaded, plan, options, out_opts):
 
 
 def _error_for(r) -> str:
-    """'file: reason', without repeating the file when the reason already starts with it."""
+    """'file: reason', the file named as the user named it, once: a reason may start with it
+    already, as given or (from a Ray worker, which gets absolute paths) resolved."""
     src = str(r.task.src)
-    return r.error if r.error.startswith((src, r.task.src.name)) else f"{src}: {r.error}"
+    for named in (src, str(r.task.src.resolve())):
+        if r.error.startswith(f"{named}:"):
+            return src + r.error[len(named) :]
+    return r.error if r.error.startswith(r.task.src.name) else f"{src}: {r.error}"
 
 
 def _summary(results, skipped, quiet: bool) -> None:

@@ -19,6 +19,7 @@ from .common import (
     err,
     fail,
     fail_on,
+    make_folder,
     one_line_warnings,
     out,
     parse_duration,
@@ -47,10 +48,16 @@ def inspect(
     """Show what the model will see: tracks, programs (before → after mapping), segments, tokens."""
     from .. import programs, tokens
     from ..midi import MidiError, read_midi
-    from ..weights import RELEASED_SETTINGS, ModelError, model_settings
+    from ..weights import RELEASED_SETTINGS, ModelError, model_settings, resolve
 
     try:
         settings = RELEASED_SETTINGS if reference else model_settings(model)
+        shown = (
+            "the reference's (diffusers MidiProcessor: the released codec and program mapping, "
+            "tempo from track 0 only)"
+            if reference
+            else f"model {resolve(model)[0]}'s (as render feeds it)"
+        )
         # render obeys tempo events on every track; the reference only those of track 0
         score = read_midi(file, all_track_tempos=not reference)
         pmap = programs.get_program_map(settings["program_map"])
@@ -65,9 +72,11 @@ def inspect(
         reference_tail_ties=reference,  # the reference's stale tie section after the last event
     )
     if as_json:
-        out.print_json(json.dumps(_inspection_doc(file, score, pmap, segs)))
+        doc = {"tokenization": "reference" if reference else resolve(model)[0]}
+        out.print_json(json.dumps({**doc, **_inspection_doc(file, score, pmap, segs)}))
     else:
         _print_inspection(file, score, pmap, segs)
+        out.print(f"tokenization: {shown}", soft_wrap=True, markup=False)
 
 
 def _inspection_doc(file: Path, score, pmap, segs) -> dict:
@@ -391,10 +400,19 @@ def serve(
 
 def invert(
     mel: Annotated[Path, typer.Argument(help="A log-mel .npy file, as --mel-out writes it.")],
-    output: Annotated[Path, typer.Argument(help="Audio file to write (.wav, .flac or .ogg).")],
+    output: Annotated[
+        Path,
+        typer.Argument(help="Audio file to write (.wav, .flac or .ogg); a missing folder is made."),
+    ],
     inverter: Annotated[
-        str, typer.Option(help="griffin-lim, or soundstream-onnx with --inverter-file.")
-    ] = "griffin-lim",
+        str,
+        typer.Option(
+            help="auto = what render uses with the default model (the trained vocoder-s; "
+            "griffin-lim where it is not installed); griffin-lim; vocoder-s or another vocoder "
+            "folder; soundstream-onnx with --inverter-file. A render's --mel-out gives the render "
+            "back with the inverter that render used."
+        ),
+    ] = "auto",
     inverter_file: Annotated[
         Path | None, typer.Option(help="The ONNX file of the soundstream-onnx inverter.")
     ] = None,
@@ -410,12 +428,17 @@ def invert(
     ] = Normalize.loudness,
     gain: Annotated[float, typer.Option(min=-60.0, max=60.0, help="Gain in dB.")] = 0.0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
 ) -> None:
     """Turn a log-mel file ([frames, 128] float, unscaled natural-log mel) back into audio."""
     from ..inverter import invert_file
 
     if output.exists() and not overwrite:
         fail(f"{output} exists; pass --overwrite", 2)
+    try:
+        make_folder(output.parent, quiet)
+    except OSError as e:
+        fail_on(e)
     spec: dict = {"type": inverter}
     if inverter_file is not None:
         spec["path"] = str(inverter_file)
@@ -425,7 +448,8 @@ def invert(
         )
     except user_errors() as e:
         fail_on(e)
-    err.print(f"[green]✓[/] {output}")
+    if not quiet:
+        err.print(f"[green]✓[/] {output}")
 
 
 def evaluate(
