@@ -466,3 +466,13 @@ def test_one_ctrl_c_stops_the_server_mid_render_and_mid_upload(tmp_path):
     assert not list(tmp.glob("midisynth-serve-*"))  # uploads and renders removed
     stalled.settimeout(1)
     assert b" 503 " in stalled.recv(200)  # the stalled upload is told, not dropped
+
+
+def test_a_pedal_held_for_two_hours_is_over_the_page_limit(client):
+    # 46 bytes: the sustain pedal down from the start, up at 2 h (a correct 7,202 s render).
+    two_hours = bytes([0x83, 0xA5, 0xF0, 0x00])  # a delta of 2 h: 6,912,000 ticks at 480/quarter
+    events = bytes.fromhex("00b0407f00903c648360803c40") + two_hours + bytes.fromhex("b04000")
+    r = client.post("/api/upload", content=_smf(events + b"\x00\xff\x2f\x00", 480))
+    assert r.status_code == 400
+    assert r.json()["error"].endswith("longer than the 10 min limit (--max-duration)")
+    assert "would last 2 h" in r.json()["error"]
