@@ -35,9 +35,6 @@ def test_no_hint_names_the_other_projects_package():
         REPO / "pyproject.toml",
         *sorted((REPO / "midisynth").rglob("*.py")),
     ]
-    # serve.py's WEB_HINT is under issue 23's edits; the CLI checks the web extra first with
-    # extras.pip_install, so its hint is the one a user of `midisynth serve` sees.
-    files.remove(REPO / "midisynth" / "serve.py")
     bad = re.compile(r"""pip install\s+(?:-e\s+)?['"]?midisynth\[""")
     found = [f"{f.name}: {m.group(0)}" for f in files for m in bad.finditer(f.read_text())]
     assert not found
