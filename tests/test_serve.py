@@ -21,7 +21,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
-import midisynth.serve as S  # noqa: E402
+import midisynth.studio as S  # noqa: E402 - where the page's renders and parses happen
 from midisynth.serve import Limits, create_app  # noqa: E402
 from midisynth.weights import build_tiny_random  # noqa: E402
 
