@@ -116,7 +116,9 @@ class _Api:
             body = await _read_body(request, limit)
         except _TooLarge:
             return _error(413, f"file too large (limit {self.studio.limits.max_upload_mb:g} MB)")
-        name = unquote(request.headers.get("x-filename", "upload.mid"))[:200]
+        # Shown and quoted in one-line messages, never used as a path: printable, short.
+        name = "".join(c for c in unquote(request.headers.get("x-filename", "")) if c.isprintable())
+        name = Path(name).name[:200] or "upload.mid"
         if not body:
             return _error(400, "empty upload: choose a MIDI file")
         if self.parsers is None:
@@ -128,6 +130,8 @@ class _Api:
             return _error(400, str(e).replace("<bytes>", name))
         except TooLongError as e:
             return _error(400, f"{name}: {e}")
+        except Refused as e:
+            return _error(*e.args)
         return JSONResponse(info)
 
     async def submit(self, request: Request) -> JSONResponse:

@@ -104,10 +104,13 @@ class Studio:
         """Validate MIDI bytes and keep them under a generated name; returns what the page shows.
 
         Parses (up to seconds for a big file): called off the event loop. ``MidiError`` or
-        ``TooLongError``, one line each, for a file the page will not render.
+        ``TooLongError``, one line each, for a file the page will not render; ``Refused`` once
+        the server is stopping.
         """
         score = read_midi(data)
         check_duration(score, self.render_options({}))
+        if self.closing.is_set():  # the folder is going or gone
+            raise Refused(503, "the server is stopping")
         uid = uuid.uuid4().hex
         path = self.root / f"{uid}.mid"
         path.write_bytes(data)

@@ -249,6 +249,9 @@ def test_hostile_uploads_get_one_line_4xx_at_once(client):
         r = client.post("/api/upload", content=data, headers={"x-filename": message.split(":")[0]})
         assert time.perf_counter() - start < 1.0
         assert r.status_code == 400 and r.json() == {"error": message}
+    odd = {"x-filename": "..%2F..%2Fetc%2Fbad%0Aname.mid"}  # a path and a line break
+    r = client.post("/api/upload", content=b"not midi", headers=odd)
+    assert r.json()["error"] == "badname.mid: not a MIDI file (no MThd header)"
 
 
 def test_every_body_is_limited(client):
