@@ -7,7 +7,9 @@ _common.py: Linux carries a parent's high-water mark into its children, so no pl
 - fluidsynth: the FluidSynth CLI with FluidR3_GM (or $MIDISYNTH_SOUNDFONT), 16 kHz; its time is
   the whole process (it loads the 142 MB SoundFont every run);
 - midisynth defaults: `load_model(folder, dtype=auto)` + `render()` with the default
-  RenderOptions (dpmpp-2m, 20 steps; bf16 where the CPU is fast at it), base-size model;
+  RenderOptions (dpmpp-2m, 20 steps; bf16 where the CPU is fast at it), base-size model, with
+  each `--inverter` (default `auto`: the trained vocoder-s, as the official model without its
+  ONNX file uses since vocoder-s shipped; `griffin-lim` was its inverter before);
 - midisynth reference: fp32, ddpm 100 steps (the diffusers pipeline's settings), base size;
 - diffusers: `SpectrogramDiffusionPipeline` at its defaults (100 DDPM steps, fp32, batch 1) on
   the same weights, `output_type="mel"` with melgan=None: **no inversion** for it (midisynth's
@@ -59,7 +61,7 @@ def child_midisynth(a: dict) -> dict:
     dtype = resolve_dtype(a["dtype"], torch.device("cpu"))
     model = load_model(a["model"], device="cpu", dtype=dtype)
     t1 = time.perf_counter()
-    opts = RenderOptions(sampler=a["sampler"], steps=a["steps"])
+    opts = RenderOptions(sampler=a["sampler"], steps=a["steps"], inverter=a.get("inverter"))
     out = render(model, a["midi"], opts)
     t2 = time.perf_counter()
     return {
@@ -68,7 +70,7 @@ def child_midisynth(a: dict) -> dict:
         "audio_s": len(out.audio) / out.sample_rate,
         "dtype": str(dtype).removeprefix("torch."),
         "steps": with_model_defaults(opts, model).n_steps(),
-        "inverter": model.inverter.get("type"),
+        "inverter": a.get("inverter") or model.inverter.get("type"),
     }
 
 
@@ -215,15 +217,22 @@ def python_child(kind: str, args: dict, timeout: float) -> dict | str:
     return {**r.result, "wall_s": r.wall_s, "peak_rss_mb": r.peak_rss_mb}
 
 
-def _random_model_configs(folder: Path, size: str, songs: dict) -> list:
-    """The released design with random weights: defaults, the reference sampler, diffusers."""
-    return [
+def _random_model_configs(folder: Path, size: str, songs: dict, inverters: list[str]) -> list:
+    """The released design with random weights: defaults (per inverter), the reference sampler,
+    diffusers."""
+    defaults = [
         (
-            f"midisynth defaults ({size})",
+            f"midisynth defaults ({size}, {inverter})",
             "midisynth",
-            dict(model=str(folder), dtype="auto", sampler="dpmpp-2m", steps=None),
+            dict(
+                model=str(folder), dtype="auto", sampler="dpmpp-2m", steps=None, inverter=inverter
+            ),
             list(songs),
-        ),
+        )
+        for inverter in inverters
+    ]
+    return [
+        *defaults,
         (
             f"midisynth reference ({size})",
             "midisynth",
@@ -262,6 +271,12 @@ def main() -> None:
         action="store_true",
         help="time only FluidSynth, the bundled models and --model folders (no random base model)",
     )
+    ap.add_argument(
+        "--inverter",
+        action="append",
+        default=[],
+        help="inverter of the base-size defaults rows, one row each (repeatable; default: auto)",
+    )
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -284,7 +299,7 @@ def main() -> None:
         if not args.only_models:
             print(f"# building the {args.size}-size random model …", flush=True)
             folder = make_base_model(tmp / f"random-{args.size}", args.size)
-            configs += _random_model_configs(folder, args.size, songs)
+            configs += _random_model_configs(folder, args.size, songs, args.inverter or ["auto"])
         own = [(e.name, str(e.local_dir)) for e in weights.REGISTRY.values() if e.local_dir]
         own += [(Path(m).name, m) for m in args.model]
         for name, path in own:
@@ -310,7 +325,7 @@ def main() -> None:
                 else:
                     r = python_child(kind, dict(cargs, midi=str(midi), threads=t), args.timeout)
                 if isinstance(r, str):
-                    rows.append([name, song, r, "", "", "", "", "", "", "", ""])
+                    rows.append([name, song, r, "", "", "", "", "", "", "", "", ""])
                     continue
                 rtf = r["render_s"] / r["audio_s"]
                 steps = f"{r['steps']}" if r["steps"] else "—"
@@ -320,6 +335,7 @@ def main() -> None:
                         song,
                         r["dtype"],
                         steps,
+                        str(r["inverter"]),
                         fmt(r["audio_s"]),
                         fmt(r["load_s"], ".1f"),
                         fmt(r["render_s"], ".1f"),
@@ -338,6 +354,7 @@ def main() -> None:
                 "song",
                 "dtype",
                 "steps",
+                "inverter",
                 "audio s",
                 "load s",
                 "render s",
