@@ -2,9 +2,9 @@
 
 The format's name and config file, ``ModelError`` (the one-line error of every model problem), the
 sha256 of a weight file, a JSON file read as a ModelError, the strict key/shape check of a state
-dict, and the cache folder for converted models. ``weights.py`` (the registry, ``load_model``) and
-``official.py`` (the diffusers layout it converts) both build on these, so neither imports the
-other for them.
+dict, the folder of bundled weights and the cache folder for converted models. ``weights.py`` (the
+registry, ``load_model``), ``official.py`` (the diffusers layout it converts) and ``inverter.py``
+(which finds the bundled vocoder) build on these, so none imports another for them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FORMAT = "midisynth-1"
 CONFIG_FILE = "config.json"
+# The bundled folders (models, the trained vocoder): a clone's weights/, beside the package.
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
 class ModelError(RuntimeError):

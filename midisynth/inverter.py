@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from . import audio
+from .checkpoint import BUNDLED_DIR
 from .extras import pip_install
 from .griffinlim import GriffinLim, InverterError
 
@@ -142,13 +143,9 @@ def load_inverter(spec: dict[str, Any] | str, device: str | torch.device = "cpu"
         spec = {"type": spec}
     kind = spec.get("type", "griffin-lim")
     if kind == "auto":  # the trained inverter shipped in weights/, else the dependency-free one
-        from .weights import BUNDLED_DIR
-
         shipped = (BUNDLED_DIR / DEFAULT_VOCODER / "vocoder.json").is_file()
         kind = DEFAULT_VOCODER if shipped else "griffin-lim"
     if kind not in ("griffin-lim", "soundstream-onnx", "vocoder"):
-        from .weights import BUNDLED_DIR
-
         for folder in (Path(kind), BUNDLED_DIR / kind):
             if (folder / "vocoder.json").is_file():
                 spec, kind = {"type": "vocoder", "path": str(folder)}, "vocoder"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checkpoint import (
+    BUNDLED_DIR,
     CONFIG_FILE,
     FORMAT,
     ModelError,
@@ -31,9 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from .model import ModelConfig, SpectrogramDiffusion
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BUNDLED_DIR = REPO_ROOT / "weights"
 
 
 @dataclass(frozen=True)
