@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     model = weights.load_model(args.model)
     synth = FluidSynthReference()
     results: dict[str, dict] = {}
+    reports: dict[str, dict] = {}  # each setting's evaluate() summary and Fréchet table
     for i, spec in enumerate(args.settings.split(",")):
         t0 = time.perf_counter()
         options = RenderOptions(**{**parse_setting(spec).__dict__, "seed": args.seed})
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         if i == 0:
             results["gt-encoded"] = row(report, "gt-encoded")
         results[spec] = {**row(report, "model"), "seconds": round(time.perf_counter() - t0, 1)}
+        reports[spec] = {k: report[k] for k in ("summary", "frechet", "n_ok", "n_failed")}
         print(f"{spec}: {results[spec]}", file=sys.stderr, flush=True)
     print(f"{'setting':<26}|" + "|".join(f"{c:>13}" for c in COLUMNS))
     for name, r in results.items():
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{name:<26}|{cells}")
     if args.json:
-        args.json.write_text(json.dumps({"model": args.model, "results": results}, indent=2))
+        out = {"model": args.model, "results": results, "reports": reports}
+        args.json.write_text(json.dumps(out, indent=2))
     return 0
 
 
