@@ -6,6 +6,7 @@ atomically, keeping going past bad files.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,7 @@ from .render import (
     prepare_grids,
     prepare_tokens,
     render_jobs,
+    resolve_batch_size,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -205,7 +207,8 @@ def render_files(
     progress: ProgressFn | None = None,
     on_result: Callable[[FileResult], None] | None = None,
 ) -> list[FileResult]:
-    """Render MIDI files to audio files, `options.batch_size` at a time; keeps going past failures.
+    """Render MIDI files to audio files, `options.batch_size` at a time (None: chosen by
+    ``render.resolve_batch_size``, from free GPU memory on CUDA); keeps going past failures.
 
     The files are rendered in fixed groups (``render_groups``: consecutive tasks, in order), and a
     group's bytes depend only on its members and the options, so a group sent elsewhere (a Ray
@@ -218,7 +221,9 @@ def render_files(
     prepared = _prepare(model, tasks, options, results, on_result)
     total = sum(len(p[2]) for p in prepared.values()) * audio.SEGMENT_SECONDS
     base = 0.0
-    for members in render_groups(tasks, options.batch_size):
+    size = resolve_batch_size(options, model)  # fixed once: free GPU memory changes as we go
+    options = dataclasses.replace(options, batch_size=size)
+    for members in render_groups(tasks, size):
         group = [prepared[t] for t in members if t in prepared]
         if not group:
             continue

@@ -520,7 +520,7 @@ def evaluate_command(
     from .batch import iter_files
     from .inverter import InverterError
     from .midi import MidiError
-    from .render import RenderOptions, with_model_defaults
+    from .render import RenderOptions, check_options, with_model_defaults
     from .weights import ModelError, load_model
 
     console = console or Console(stderr=True, highlight=False)
@@ -547,6 +547,7 @@ def evaluate_command(
             synth = FluidSynthReference(soundfont)  # raises a clear error when absent
         loaded = load_model(model, device=device, dtype=dtype)
         options = with_model_defaults(options, loaded)
+        check_options(options, loaded)  # e.g. ddpm on a frame model: one line now, not per file
     except (EvalDependencyError, EvalError, ModelError, InverterError, MidiError, ValueError) as e:
         return fail(str(e).splitlines()[0])
     dst = Path(out_dir) if out_dir is not None else Path("midisynth-eval")

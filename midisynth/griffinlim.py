@@ -95,18 +95,28 @@ def refine_magnitude(
 class GriffinLim:
     """Dependency-free inverter: NNLS mel → magnitude, then fast Griffin-Lim (momentum 0.99).
 
-    Runs on the mel's device (GPU-capable). Quality is well below the neural inverter: phasey and
-    metallic, but the pitches and rhythm are all there.
+    Runs on ``device`` (the model's, from ``load_inverter``: CUDA when the model is there), or on
+    the mel's device when None; the audio comes back on that device. Quality is well below the
+    neural inverter: phasey and metallic, but the pitches and rhythm are all there.
     """
 
     name = "griffin-lim"
 
-    def __init__(self, iters: int = 32, momentum: float = 0.99, seed: int = 0):
+    def __init__(
+        self,
+        iters: int = 32,
+        momentum: float = 0.99,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+    ):
         self.iters = iters
         self.momentum = momentum
         self.seed = seed
+        self.device = torch.device(device) if device is not None else None
 
     def __call__(self, mel: torch.Tensor, init_audio: torch.Tensor | None = None) -> torch.Tensor:
+        if self.device is not None:
+            mel = mel.to(self.device)
         return griffin_lim(mel_to_linear(mel), self.iters, self.momentum, self.seed, init_audio)
 
 

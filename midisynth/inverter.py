@@ -33,6 +33,17 @@ class Inverter(Protocol):
     ) -> torch.Tensor: ...
 
 
+def onnx_providers(device: str | torch.device, available: list[str]) -> list[Any]:
+    """onnxruntime execution providers for a model on ``device``: CUDA first when the model is on
+    a CUDA device and this onnxruntime has it (``onnxruntime-gpu``), always the CPU after it (the
+    fallback onnxruntime takes for what CUDA cannot run, or when the CUDA libraries fail to load).
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda" and "CUDAExecutionProvider" in available:
+        return [("CUDAExecutionProvider", {"device_id": dev.index or 0}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
 class OnnxInverter:
     """The official SoundStream mel decoder (`melgan/model.onnx`), run with onnxruntime.
 
@@ -52,13 +63,9 @@ class OnnxInverter:
         path = Path(path)
         if not path.is_file():
             raise InverterError(f"inverter file missing: {path}")
-        providers = ["CPUExecutionProvider"]
-        if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in (
-            ort.get_available_providers()
-        ):
-            providers.insert(0, "CUDAExecutionProvider")
+        self.providers = onnx_providers(device, ort.get_available_providers())
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            self.session = ort.InferenceSession(str(path), providers=self.providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own zoo of errors
             raise InverterError(
                 f"{path}: cannot load ONNX inverter ({str(e).splitlines()[0]})"
@@ -157,7 +164,7 @@ def load_inverter(spec: dict[str, Any] | str, device: str | torch.device = "cpu"
             raise InverterError("a vocoder inverter needs the folder of its weights")
         return NeuralInverter(load_vocoder(spec["path"]), device=device)
     if kind == "griffin-lim":
-        return GriffinLim(iters=int(spec.get("iters", 32)))
+        return GriffinLim(iters=int(spec.get("iters", 32)), device=device)
     if kind == "soundstream-onnx":
         if "path" not in spec:
             raise InverterError("this model has no SoundStream inverter file; use griffin-lim")

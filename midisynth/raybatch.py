@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .batch import FileResult, FileTask, OutputOptions, render_files, render_groups
-from .render import RenderOptions
+from .render import DEFAULT_BATCH_SIZE, RenderOptions
 
 FAULT_ENV = "MIDISYNTH_RAY_FAULT"  # tests only: a worker exits mid-write on a file named so
 
@@ -248,6 +248,8 @@ def render_files_ray(
     """
     ray = import_ray()
     opts = ray_options or RayOptions()
+    if options.batch_size is None:  # the driver forms the groups: a fixed size, not the GPU's
+        options = replace(options, batch_size=DEFAULT_BATCH_SIZE)
     out = out or OutputOptions()
     if model is not None and Path(model).exists():
         model = str(Path(model).resolve())  # workers may start in another folder

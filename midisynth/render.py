@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, overload
 import numpy as np
 import torch
 
-from . import audio, diffusion, notegrid, tokens
+from . import audio, cudagraph, diffusion, notegrid, tokens
 from .inverter import StreamingInverter, load_inverter
 from .midi import Note, Score, read_midi
 from .programs import get_program_map
@@ -54,13 +54,18 @@ class RenderOptions:
     # The reference (pretty_midi) obeys tempo events on track 0 only, so files whose tempo map sits
     # on another track play at 120 bpm there; midisynth obeys them unless this is True.
     reference_tempo: bool = False
-    batch_size: int = 8  # files rendered together (segment i of each file in one batch)
+    # files rendered together (segment i of each file in one batch); None = auto: DEFAULT_BATCH_SIZE
+    # on a CPU, on CUDA as many as half the free GPU memory holds (resolve_batch_size)
+    batch_size: int | None = None
     # Models with a regression prior (FrameNet): the sampler starts from the prior's mel noised
     # to this τ ∈ (0, 1] (1 = from pure noise); None = the model's config.json "sampling".
     start: float | None = None
     # Seconds of output (MIDI length + tail) beyond which a song is refused before any work, with
     # TooLongError; None = no limit. A 52-byte file can claim 5 years (tempo and ticks at maximum).
     max_duration: float | None = DEFAULT_MAX_DURATION
+    # CUDA: each denoising step replayed as a CUDA graph (cudagraph.py: the same numbers, far fewer
+    # kernel launches); ignored (eager steps) on other devices.
+    cuda_graphs: bool = False
 
     def n_steps(self) -> int:
         return (
@@ -70,6 +75,8 @@ class RenderOptions:
         )
 
 
+DEFAULT_BATCH_SIZE = 8  # files per batch on a CPU (and where no GPU memory can be read)
+MAX_AUTO_BATCH = 64  # the most files the automatic batch size puts together on a GPU
 DEFAULT_SAMPLER = "dpmpp-2m"  # for models whose config.json names none (e.g. the official one)
 # Frame models (FrameNet) are trained on the continuous cosine schedule and carry a prior to start
 # from; these are their defaults when config.json names none (e.g. a run still training).
@@ -92,6 +99,52 @@ def with_model_defaults(options: RenderOptions, model: LoadedModel) -> RenderOpt
     diffusion.get_sampler(sampler)  # a bad name in config.json fails here, clearly
     steps = options.steps if options.steps is not None else own.get("steps")
     return dataclasses.replace(options, sampler=sampler, steps=steps)
+
+
+def check_options(options: RenderOptions, model: LoadedModel) -> None:
+    """ValueError (one line) now for sampling settings ``model`` cannot use (e.g. ``ddpm`` on a
+    frame model, which starts part-way from its prior), not once per file after the work began."""
+    options = with_model_defaults(options, model)
+    diffusion.check_settings(
+        options.sampler or DEFAULT_SAMPLER,
+        options.steps,
+        start=options.start if options.start is not None else 1.0,
+        guidance=options.guidance,
+        unconditional=model.config.frame is None,
+    )
+
+
+def row_bytes(model: LoadedModel) -> int:
+    """A generous estimate of the GPU memory one more file in a batch needs (bytes): the widest
+    attention of the encoders (scores, heads × L × L, at most max_tokens keys), the cross-attention
+    keys/values of every decoder layer, the decoder's activations and the sampler's fp32 state,
+    doubled for classifier-free guidance's unconditional rows and for the step graphs' buffers."""
+    cfg = model.config
+    size = torch.finfo(model.dtype).bits // 8
+    keys = cfg.max_tokens + cfg.context_length
+    heads = cfg.num_heads
+    attn = heads * cfg.max_tokens * cfg.max_tokens * size  # encoder scores (math fallback)
+    kv = 2 * cfg.num_decoder_layers * keys * heads * cfg.d_kv * size
+    act = 8 * cfg.targets_length * max(cfg.d_ff, 4 * cfg.d_model) * size
+    state = 8 * cfg.targets_length * cfg.input_dims * 4
+    return 2 * (attn + kv + act + state)
+
+
+def resolve_batch_size(options: RenderOptions, model: LoadedModel) -> int:
+    """``options.batch_size``, or when None: ``DEFAULT_BATCH_SIZE`` off CUDA; on CUDA the largest
+    power of two ≤ ``MAX_AUTO_BATCH`` whose rows (``row_bytes``) fit in half the free memory."""
+    if options.batch_size is not None:
+        return max(1, options.batch_size)
+    dev = model.device
+    if dev.type != "cuda":
+        return DEFAULT_BATCH_SIZE
+    free, _total = torch.cuda.mem_get_info(dev)
+    free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)  # torch's cache
+    fits = int(0.5 * free // max(1, row_bytes(model)))
+    n = 1
+    while n * 2 <= min(fits, MAX_AUTO_BATCH):
+        n *= 2
+    return n
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,10 +332,7 @@ def sample_segment(
                 torch.cat([enc.mask, torch.zeros_like(enc.mask)]),
             )
         kv = net.precompute(enc)  # cross-attention keys/values, reused by every step
-
-        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return net(x, t, kv)
-
+        denoise = _step(net, kv, options, dev)
         x0 = diffusion.sample(
             denoise,  # with guidance: called on [cond; uncond] rows, see diffusion.guided
             shape,
@@ -317,7 +367,7 @@ def _sample_frame_segment(
         tau = torch.full((noise.shape[0],), start, device=dev)
         x_init = diffusion.q_sample(cond.prior.clamp(-1, 1), tau, noise)
         x0 = diffusion.sample(
-            lambda x, t: net(x, t, cond),
+            _step(net, cond, options, dev),
             tuple(noise.shape),
             sampler=options.sampler,
             steps=options.n_steps(),
@@ -331,10 +381,20 @@ def _sample_frame_segment(
     return audio.unscale(x0.float())
 
 
+def _step(
+    net: torch.nn.Module, cond: object, options: RenderOptions, device: torch.device
+) -> diffusion.Denoise:
+    """``denoise(x, t)`` = ``net(x, t, cond)`` for one segment: replayed from CUDA graphs
+    (``cudagraph``) with ``options.cuda_graphs`` on a CUDA device, else the eager step."""
+    if options.cuda_graphs and cudagraph.usable(device):
+        return cudagraph.step_graphs(net).bind(net, cond)
+    return lambda x, t: net(x, t, cond)
+
+
 def _run_batch(model: LoadedModel, jobs: list[Job], i: int, options: RenderOptions) -> None:
     """Render segment i of every job in `jobs` as one batch and hand the results on."""
     ids = tokens.pad_segments([j.segments[i] for j in jobs], length=None)
-    silence = torch.zeros(model.config.context_length, model.config.input_dims)
+    silence = torch.zeros(model.config.context_length, model.config.input_dims, device=model.device)
     ctx = torch.stack([j.context if j.context is not None else silence for j in jobs])
     has_ctx = torch.tensor([j.context is not None for j in jobs])
     grids = None
@@ -343,7 +403,9 @@ def _run_batch(model: LoadedModel, jobs: list[Job], i: int, options: RenderOptio
     mel = sample_segment(
         model, torch.from_numpy(ids), ctx, has_ctx, options, [j.generator for j in jobs], grids
     )
-    for j, m in zip(jobs, mel.cpu(), strict=True):
+    # The mel stays on the model's device: the next segment's context and the inverter (on that
+    # device too, see render_jobs) read it there; only the mel sink and the audio go to the CPU.
+    for j, m in zip(jobs, mel, strict=True):
         j.context = m  # condition the next segment on this one
         _emit(j, m)
 
@@ -353,7 +415,7 @@ def _emit(job: Job, mel: torch.Tensor) -> None:
     if job.mel_sink is not None:
         want = math.ceil(job.n_samples / audio.HOP) - job.mel_emitted
         if want > 0:
-            job.mel_sink(mel[:want])
+            job.mel_sink(mel[:want].cpu())
             job.mel_emitted += min(want, mel.shape[0])
     assert job.inverter is not None
     _send(job, job.inverter.push(mel))
@@ -386,6 +448,8 @@ def render_jobs(
 ) -> None:
     """The segment loop over several files at once: segment i of each file in one batch."""
     options = with_model_defaults(options, model)
+    check_options(options, model)  # once, before any work (not a failure per batch)
+    size = resolve_batch_size(options, model)
     inverter = load_inverter(options.inverter or model.inverter, device=model.device)
     for j in jobs:  # stateless inverter shared; the streaming state is per file
         j.inverter = StreamingInverter(inverter)
@@ -393,8 +457,8 @@ def render_jobs(
     done = 0.0
     for i in range(max((len(j.segments) for j in jobs), default=0)):
         active = [j for j in jobs if i < len(j.segments)]
-        for start in range(0, len(active), max(1, options.batch_size)):
-            batch = active[start : start + options.batch_size]
+        for start in range(0, len(active), size):
+            batch = active[start : start + size]
             _run_batch(model, batch, i, options)
             done += len(batch) * audio.SEGMENT_SECONDS
             if progress is not None:

@@ -774,3 +774,17 @@ def test_token_overflow_is_one_warning_line(tmp_path):
     warned = [ln for ln in r.output.splitlines() if "token limit" in ln or "-token limit" in ln]
     assert len(warned) == 1 and warned[0].startswith("warning: 1 segment(s) exceed"), r.output
     assert "TokenOverflowWarning" not in r.output and ".py:" not in r.output
+
+
+def test_cuda_graphs_flag_on_a_cpu_is_a_note_and_the_same_audio(tmp_path):
+    """Issue 20: --cuda-graphs off CUDA renders eagerly (the same bytes) after one note line;
+    --help names the flag and the automatic batch size."""
+    song = str(EXAMPLES / "piano_pedal.mid")
+    a = run("render", song, str(tmp_path / "a.wav"), *FAST, "--tail", "0")
+    b = run("render", song, str(tmp_path / "b.wav"), *FAST, "--tail", "0", "--cuda-graphs")
+    assert a.exit_code == 0 and b.exit_code == 0, b.output
+    notes = [ln for ln in b.output.splitlines() if "--cuda-graphs" in ln]
+    assert notes == ["note: --cuda-graphs needs a CUDA device; eager steps on cpu"]
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+    h = run("render", "--help")
+    assert "--cuda-graphs" in h.output and "free GPU memory" in " ".join(h.output.split())

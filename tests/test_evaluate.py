@@ -370,3 +370,24 @@ def test_chroma_accuracy_and_onset_f1_on_synthetic_tones():
     assert metrics.onset_f1(mel, notes) >= 0.8  # every onset found (a release may add a peak)
     late = [Note(n.start + 0.3, n.end, n.pitch, 100, 0, False, 0) for n in notes]
     assert metrics.onset_f1(mel, late) == 0.0
+
+
+def test_evaluate_command_refuses_sampling_the_model_cannot_use(
+    tiny_frame_folder, tmp_path, capsys
+):
+    """Issue 20: ddpm on a frame model (sampling from τ < 1) is one line and exit 2 before any
+    file is rendered, not an error per file."""
+    midi = write_fixture_midi(tmp_path / "phrase.mid")
+    code = ev.evaluate_command(
+        midi,
+        str(tiny_frame_folder),
+        sampler="ddpm",
+        steps=2,
+        transcription=False,
+        embeddings=(),
+        out_dir=tmp_path / "out",
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "cosine-schedule" in err and "Traceback" not in err
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 1
+    assert not (tmp_path / "out").exists()

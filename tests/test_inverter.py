@@ -118,3 +118,69 @@ def test_bad_inverters_fail_clearly(tmp_path):
     pytest.importorskip("onnxruntime")
     with pytest.raises(InverterError, match="cannot load ONNX"):
         OnnxInverter(bad)
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 20: the inverter on the model's device (checked without a GPU)
+
+
+def test_inverters_follow_the_requested_device():
+    from midisynth.checkpoint import BUNDLED_DIR
+
+    gl = load_inverter("griffin-lim", device=torch.device("cpu"))
+    assert gl.device == torch.device("cpu")
+    assert load_inverter("griffin-lim", device="meta").device == torch.device("meta")
+    assert GriffinLim().device is None  # no device: the mel's own
+    y = gl(torch.full((20, 128), -4.0))
+    assert y.device == torch.device("cpu") and y.shape == (20 * audio.HOP,)
+    if not (BUNDLED_DIR / "vocoder-s" / "vocoder.json").is_file():
+        pytest.skip("weights/vocoder-s is not installed")
+    for dev in ("cpu", "meta"):  # meta: where a CUDA device would be, without one
+        voc = load_inverter("vocoder-s", device=torch.device(dev))
+        assert {p.device.type for p in voc.model.parameters()} == {dev}
+        assert {b.device.type for b in voc.model.buffers()} <= {dev}
+
+
+def test_onnx_inverter_asks_for_cuda_when_onnxruntime_has_it(tmp_path, monkeypatch):
+    from midisynth.inverter import onnx_providers
+
+    cuda_ort = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    cpu_ort = ["AzureExecutionProvider", "CPUExecutionProvider"]
+    assert onnx_providers("cuda:1", cuda_ort) == [
+        ("CUDAExecutionProvider", {"device_id": 1}),
+        "CPUExecutionProvider",
+    ]
+    assert onnx_providers(torch.device("cuda"), cuda_ort)[0][1] == {"device_id": 0}
+    assert onnx_providers("cuda", cpu_ort) == ["CPUExecutionProvider"]  # CPU-only onnxruntime
+    assert onnx_providers("cpu", cuda_ort) == ["CPUExecutionProvider"]  # model on the CPU
+
+    ort = pytest.importorskip("onnxruntime")
+    asked = []
+
+    class Session:
+        def __init__(self, path, providers):
+            asked.append(providers)
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: cuda_ort)
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"stand-in")
+    inv = load_inverter({"type": "soundstream-onnx", "path": str(path)}, device="cuda")
+    assert asked[-1][0] == ("CUDAExecutionProvider", {"device_id": 0}) == inv.providers[0]
+    load_inverter({"type": "soundstream-onnx", "path": str(path)}, device="cpu")
+    assert asked[-1] == ["CPUExecutionProvider"]
+
+
+@pytest.mark.gpu
+def test_griffin_lim_and_vocoder_run_on_cuda():
+    mel = torch.full((40, 128), -4.0)
+    for name in ("griffin-lim", "vocoder-s"):
+        inv = load_inverter(name, device="cuda")
+        stream = StreamingInverter(inv)
+        out = stream.push(mel)
+        assert out.device.type == "cuda", name
+        cpu = StreamingInverter(load_inverter(name, device="cpu")).push(mel)
+        # Griffin-Lim's phase search rounds differently on the GPU: compare shape and level
+        assert out.shape == cpu.shape and bool(torch.isfinite(out).all()), name
+        rms_gpu, rms_cpu = out.pow(2).mean().sqrt().item(), cpu.pow(2).mean().sqrt().item()
+        assert abs(rms_gpu - rms_cpu) <= 0.1 * rms_cpu, name

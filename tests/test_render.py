@@ -295,3 +295,121 @@ def test_streamed_render_is_byte_identical(tiny_frame, monkeypatch):
     listed = render(tiny_frame, path, own)
     assert streamed.audio.tobytes() == listed.audio.tobytes()
     assert streamed.mel.tobytes() == listed.mel.tobytes()
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 20: batching, the automatic batch size, CUDA-graph steps (their bookkeeping, on a CPU)
+
+
+def test_batched_folder_equals_batch_1(tiny_frame, tmp_path):
+    """A folder in one batch against the same files one at a time. Not the same bytes on a CPU:
+    the batched matmuls round differently (even three copies of one file differ from it alone).
+    Tolerance, for a frame model (v-prediction, the bundled kind): 1e-4 in the mel (natural-log
+    feature units; measured ≤ 1e-5) and 1e-3 in the raw audio (measured ≤ 1e-3 at worst, on a
+    loud transient). An ε-prediction model amplifies the same rounding by 1/α at the first step
+    (tiny-random, 2 dpmpp steps: up to 0.2 in the mel; see test_batched_files_render_as_alone)."""
+    files = [EXAMPLES / "melody_chords.mid", EXAMPLES / "band.mid", EXAMPLES / "piano_pedal.mid"]
+    raw = OutputOptions(normalize="none", subtype="FLOAT")
+    got = {}
+    for bs in (1, 3):
+        tasks = [
+            FileTask(
+                f, tmp_path / f"b{bs}" / f"{f.stem}.wav", tmp_path / f"b{bs}" / f"{f.stem}.npy"
+            )
+            for f in files
+        ]
+        res = render_files(tiny_frame, tasks, RenderOptions(batch_size=bs), raw)
+        assert all(r.ok for r in res)
+        got[bs] = [(sf.read(t.dst, dtype="float32")[0], np.load(t.mel_out)) for t in tasks]
+    for (wav1, mel1), (wav3, mel3) in zip(got[1], got[3], strict=True):
+        assert wav1.shape == wav3.shape and mel1.shape == mel3.shape
+        assert np.abs(mel1 - mel3).max() < 1e-4
+        assert np.abs(wav1 - wav3).max() < 1e-3
+
+
+def test_batch_size_default_is_auto(tiny, monkeypatch):
+    """None = 8 on a CPU (as before); on CUDA the largest power of two ≤ 64 whose rows fit in half
+    the free memory (faked here: no GPU is needed)."""
+    from types import SimpleNamespace
+
+    from midisynth import render as render_mod
+    from midisynth.model import ModelConfig
+
+    assert RenderOptions().batch_size is None
+    assert render_mod.resolve_batch_size(RenderOptions(), tiny) == render_mod.DEFAULT_BATCH_SIZE
+    assert render_mod.resolve_batch_size(RenderOptions(batch_size=3), tiny) == 3
+    fake = SimpleNamespace(
+        device=torch.device("cuda"), dtype=torch.bfloat16, config=ModelConfig.named("base")
+    )
+    row = render_mod.row_bytes(fake)
+    assert 50e6 < row < 2e9  # base, bf16: a few hundred MB per file
+    for free, want in ((140 * 2**30, 64), (20 * row, 8), (3 * row, 1), (0, 1)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d, f=free: (f, 141 * 2**30))
+        monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d: 0)
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d: 0)
+        assert render_mod.resolve_batch_size(RenderOptions(), fake) == want
+
+
+def test_cuda_graph_steps_are_the_eager_steps(tiny, tiny_frame, monkeypatch):
+    """The step graphs' bookkeeping (static inputs, a graph per shape, each segment's conditioning
+    copied into the buffers of the graph for its shapes, reuse across segments and files) run with
+    an eager "replay" on a CPU: the same bytes as the eager render. With guidance, the batched
+    [cond; uncond] pass goes through the same graphs."""
+    from midisynth import cudagraph
+    from midisynth import render as render_mod
+
+    files = [EXAMPLES / "band.mid", EXAMPLES / "melody_chords.mid"]
+    for model, opts in (
+        (tiny, FAST),
+        (tiny, dataclasses.replace(FAST, guidance=2.0)),
+        (tiny_frame, RenderOptions()),
+    ):
+        eager = [render(model, f, opts) for f in files]
+        graphs = cudagraph.StepGraphs("emulate")
+        monkeypatch.setattr(render_mod.cudagraph, "usable", lambda d: True)
+        monkeypatch.setattr(render_mod.cudagraph, "step_graphs", lambda net, g=graphs: g)
+        graphed = [render(model, f, dataclasses.replace(opts, cuda_graphs=True)) for f in files]
+        monkeypatch.undo()
+        for a, b in zip(eager, graphed, strict=True):
+            assert a.audio.tobytes() == b.audio.tobytes() and a.mel.tobytes() == b.mel.tobytes()
+        segments = sum(-(-a.mel.shape[0] // audio.SEGMENT_FRAMES) for a in eager)
+        assert 0 < graphs.captures < segments  # shapes recur: graphs are replayed, not recaptured
+
+
+def test_cuda_graphs_flag_is_a_no_op_on_cpu(tiny, monkeypatch):
+    from midisynth import render as render_mod
+
+    def never(net):
+        raise AssertionError("no step graphs on a CPU")
+
+    monkeypatch.setattr(render_mod.cudagraph, "step_graphs", never)
+    path = EXAMPLES / "melody_chords.mid"
+    a = render(tiny, path, FAST)
+    b = render(tiny, path, dataclasses.replace(FAST, cuda_graphs=True))
+    assert a.audio.tobytes() == b.audio.tobytes()
+
+
+def test_bad_sampling_for_the_model_fails_once_before_any_work(tiny_frame, tmp_path):
+    """ddpm on a frame model (its sampling starts part-way, τ < 1): one ValueError from the
+    library before any segment, and in a folder the same one line for every file."""
+    from midisynth.render import check_options
+
+    with pytest.raises(ValueError, match="cosine-schedule"):
+        check_options(RenderOptions(sampler="ddpm"), tiny_frame)
+    check_options(RenderOptions(), tiny_frame)
+    with pytest.raises(ValueError, match="cosine-schedule"):
+        render(tiny_frame, EXAMPLES / "band.mid", RenderOptions(sampler="ddpm"))
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_on_cuda_match_eager(tiny, tiny_frame):
+    """On a GPU: the graphed render is the eager one (same kernels, same inputs)."""
+    from midisynth.weights import load_model
+
+    for name, opts in (("tiny-random", FAST), ("frame-s", RenderOptions())):
+        model = load_model(name, device="cuda", dtype="float32")
+        path = EXAMPLES / "band.mid"
+        a = render(model, path, opts)
+        b = render(model, path, dataclasses.replace(opts, cuda_graphs=True))
+        assert np.abs(a.mel - b.mel).max() < 1e-5, name
+        assert np.abs(a.audio - b.audio).max() < 1e-4, name
