@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settings", required=True, help="comma-separated SAMPLER:STEPS@START")
     ap.add_argument("--max-seconds", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--inverter",
+        default="auto",
+        help="auto (the shipped trained inverter, as released models use), griffin-lim, … "
+        "(a training run's folder names none, which would mean Griffin-Lim)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -66,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     reports: dict[str, dict] = {}  # each setting's evaluate() summary and Fréchet table
     for i, spec in enumerate(args.settings.split(",")):
         t0 = time.perf_counter()
-        options = RenderOptions(**{**parse_setting(spec).__dict__, "seed": args.seed})
+        options = RenderOptions(
+            **{**parse_setting(spec).__dict__, "seed": args.seed, "inverter": args.inverter}
+        )
         report = evaluate(
             model, files, synth_reference=synth, options=options, plots=False,
             max_seconds=args.max_seconds,
