@@ -326,7 +326,7 @@ def release_model(
         meta["sampling"] = dict(sampling)
     if evaluation is not None:
         meta["evaluation"] = evaluation
-    meta["preview"] = preview  # True: registered by name, never the default
+    meta["preview"] = preview  # True: below its quality targets, labelled so in `midisynth models`
     if inverter is not None:  # e.g. {"type": "auto"}: the shipped trained inverter, else GL
         meta["inverter"] = dict(inverter)
     dst.mkdir(parents=True, exist_ok=True)
