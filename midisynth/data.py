@@ -267,6 +267,7 @@ class BatchStream:
     (the stream of ``sampler.batches(rng, …)`` calls in order). ``workers`` > 1: that many forked
     processes, call k seeded with (seed, k) — for a GPU, which one Python thread cannot keep fed.
     Iterate for batches; ``rejected`` counts the redrawn too-long examples; ``close()`` at the end.
+    Any sampler with ``batches(rng, size, pool) -> list`` and ``rejected`` works (FrameNet's too).
     """
 
     def __init__(

@@ -19,12 +19,10 @@ import csv
 import dataclasses
 import json
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Queue
 from typing import Any
 
 import numpy as np
@@ -141,57 +139,11 @@ class FrameSampler:
         cols = list(zip(*(self.example(rng, drop) for _ in range(size)), strict=True))
         return FrameBatch(*(torch.from_numpy(np.stack(c)) for c in cols))
 
+    # What ``data.BatchStream`` (one thread, or forked processes for a GPU) asks of a sampler.
+    rejected = 0  # frame examples are never redrawn (token examples may be too long)
 
-_WORKER_SAMPLER: FrameSampler | None = None  # set in each batch-making process
-
-
-def _init_worker(sampler: FrameSampler) -> None:
-    global _WORKER_SAMPLER
-    torch.set_num_threads(1)  # forked OpenMP pools must stay unused
-    _WORKER_SAMPLER = sampler
-
-
-def _worker_batch(seed: tuple[int, int], size: int) -> FrameBatch:
-    assert _WORKER_SAMPLER is not None
-    return _WORKER_SAMPLER.batch(np.random.default_rng(seed), size)
-
-
-def _prefetch(
-    sampler: FrameSampler, seed: int, size: int, depth: int = 4, workers: int = 1
-) -> Queue:
-    """Batches made ahead of the model: by one background thread (numpy releases the GIL for most
-    of the work), or by ``workers`` forked processes (call k seeded with (seed, k)), which a GPU
-    needs — one thread makes ~100 examples/s."""
-    q: Queue = Queue(maxsize=max(depth, 2 * workers))
-    if workers <= 1:
-        rng = np.random.default_rng(seed)
-
-        def work() -> None:
-            while True:
-                q.put(sampler.batch(rng, size))
-
-    else:
-        import multiprocessing
-        from collections import deque
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context("fork"),
-            initializer=_init_worker,
-            initargs=(sampler,),
-        )
-
-        def work() -> None:
-            calls = deque(pool.submit(_worker_batch, (seed, k), size) for k in range(2 * workers))
-            k = len(calls)
-            while True:
-                q.put(calls.popleft().result())
-                calls.append(pool.submit(_worker_batch, (seed, k), size))
-                k += 1
-
-    threading.Thread(target=work, daemon=True).start()
-    return q
+    def batches(self, rng: np.random.Generator, size: int, pool: int = 1) -> list[FrameBatch]:
+        return [self.batch(rng, size) for _ in range(pool)]
 
 
 # ---- Loss and validation ------------------------------------------------------------------------
@@ -453,9 +405,10 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
     cache.check_cache(cfg.data)  # before anything is written
     run = _start(cfg, log)
     model, opt, device = run.model, run.opt, run.device
-    batches = _prefetch(
-        run.train_set, cfg.seed + run.step0, cfg.batch_size, workers=cfg.data_workers
+    stream = data.BatchStream(
+        run.train_set, cfg.seed + run.step0, cfg.batch_size, 1, cfg.data_workers
     )
+    batches = iter(stream)
     bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=bf16)
     ema_p, model_p = list(run.ema.parameters()), list(model.parameters())
@@ -467,7 +420,7 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
         if cfg.max_minutes is not None and minutes > cfg.max_minutes:
             log(f"[train] time limit of {cfg.max_minutes} min reached")
             break
-        b = batches.get().to(device)
+        b = next(batches).to(device)
         lr = lr_at(run.step0 + step if run.resumed_opt else step, cfg, minutes)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -499,6 +452,7 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
         _validate(run, step, log)
     _save(run, step, True, log)
     run.log_file.close()
+    stream.close()
     return run.out
 
 

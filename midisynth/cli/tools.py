@@ -281,7 +281,8 @@ def _trainer(common: dict, model: str, prediction_type: str, lr: float | None, d
         from ..train_frame import FrameTrainConfig
         from ..train_frame import train as run
 
-        return run, FrameTrainConfig(**common, **({"lr": lr} if lr is not None else {}))
+        lr_arg = {"lr": lr} if lr is not None else {}
+        return run, FrameTrainConfig(**common, **lr_arg, data_workers=data_workers)
     from ..train import TrainConfig
     from ..train import train as run
 
