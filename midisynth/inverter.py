@@ -83,20 +83,56 @@ class StreamingInverter:
     Each chunk is inverted together with the last `context` frames of the previous chunk; the last
     `crossfade` frames of a chunk's audio are held back and crossfaded (equal power) with the same
     span re-synthesised by the next chunk. Emits exactly 320 samples per pushed frame in total.
+
+    An inverter with a finite reach (``receptive_frames`` = R: its frame k depends on mel frames
+    k−R…k+R only, as a convolutional vocoder that predicts phase) is streamed exactly instead:
+    audio is emitted only once the R frames after it are known, computed with R + 1 frames of
+    left context, so the streamed song equals the whole song inverted at once (no seam at all,
+    up to float rounding) and the crossfade is not used.
     """
 
     def __init__(self, inverter: Inverter, context: int = 16, crossfade: int = 4):
         if not 0 < crossfade <= context:
             raise ValueError("need 0 < crossfade <= context")
         self.inverter = inverter
+        reach = getattr(inverter, "receptive_frames", None)
+        self.reach: int | None = int(reach) if reach is not None else None
+        self._frames: torch.Tensor | None = None  # exact mode: mel frames still needed
+        self._first = 0  # exact mode: song frame index of _frames[0]
+        self._done = 0  # exact mode: 320-sample blocks emitted
         self.context = context
         self.crossfade = crossfade
         self._mel_tail: torch.Tensor | None = None  # (≤context, 128) previous frames
         self._audio_tail: torch.Tensor | None = None  # audio of those frames, as emitted/held
         self._held: torch.Tensor | None = None  # (crossfade·HOP,) not yet emitted
 
+    def _exact(self, mel: torch.Tensor | None) -> torch.Tensor:
+        """Exact mode: append ``mel`` (None = the song ended) and return the newly final blocks.
+        Block j (samples 320j…320j+320) overlap-adds frames j−1 and j, which read mel frames
+        j−1−R … j+R; it is final once frame j+R is known, or at the end of the song."""
+        r = self.reach
+        if mel is not None:
+            self._frames = mel if self._frames is None else torch.cat([self._frames, mel])
+        if self._frames is None:
+            return torch.zeros(0)
+        known = self._first + self._frames.shape[0]
+        final = known if mel is None else known - r  # blocks [done, final) become final
+        if final <= self._done:
+            return self._frames.new_zeros(0)
+        lo = max(self._first, self._done - 1 - r)  # first mel frame block `done` reads
+        out = self.inverter(self._frames[lo - self._first :])
+        ready = out[(self._done - lo) * audio.HOP : (final - lo) * audio.HOP]
+        self._done = final
+        keep = max(self._first, self._done - 1 - r)  # frames the next blocks will read
+        self._frames, self._first = self._frames[keep - self._first :], keep
+        if mel is None:
+            self._frames, self._first, self._done = None, 0, 0
+        return ready
+
     def push(self, mel: torch.Tensor) -> torch.Tensor:
         """mel [T, 128] → the audio that is final so far (1-D float32)."""
+        if self.reach is not None:
+            return self._exact(mel)
         hop, xf = audio.HOP, self.crossfade * audio.HOP
         if self._mel_tail is None:
             out = self.inverter(mel)
@@ -122,6 +158,8 @@ class StreamingInverter:
 
     def flush(self) -> torch.Tensor:
         """The held-back audio at the end of the song."""
+        if self.reach is not None:
+            return self._exact(None)
         held = self._held if self._held is not None else torch.zeros(0)
         self._mel_tail = self._audio_tail = self._held = None
         return held

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from . import audio, cache, synth
+from .metrics import log_spectral_distance
 from .midi import read_midi
 from .vocoder import Vocoder, VocoderConfig, load_vocoder, save_vocoder
 
@@ -52,7 +53,7 @@ def _synth_piece(job: cache.Job) -> tuple[str, np.ndarray]:
     else:
         notes = synth.procedural_piece(rng, float(rng.uniform(15, 45)))
     duration = min(max(n.end for n in notes), MAX_PIECE_SECONDS) + cache.TAIL_SECONDS
-    wave, _ = synth.synthesize(notes, duration, job.soundfont)
+    wave, _ = synth.synthesize(notes, duration, job.soundfont, reverb=job.reverb)
     return job.name, wave
 
 
@@ -111,6 +112,29 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return total / len(RESOLUTIONS)
 
 
+def phase_loss(spec: torch.Tensor, wave: torch.Tensor) -> torch.Tensor:
+    """Phase-derivative loss of a predicted complex STFT ``spec`` (B, T, 513) against the crops
+    ``wave`` (B, T·320) at the front end's framing: 1 − cos of the error in the instantaneous
+    frequency (phase step from frame to frame) and in the group delay (phase step from bin to bin),
+    each weighted by the target's magnitude. Derivatives, not the phase itself: a mel does not fix
+    a sound's absolute phase, but it does fix how each partial's phase advances. Scalar."""
+    from .griffinlim import stft
+
+    target = stft(wave)[:, : spec.shape[1]]  # (B, T, 513)
+    mag_t = target.abs()
+    unit_t = target / mag_t.clamp_min(1e-7)
+    unit_p = spec / spec.abs().clamp_min(1e-7)
+    total = wave.new_zeros(())
+    for dim in (1, 2):  # time (instantaneous frequency), frequency (group delay)
+        n = spec.shape[dim] - 1
+        step_p = unit_p.narrow(dim, 1, n) * unit_p.narrow(dim, 0, n).conj()
+        step_t = unit_t.narrow(dim, 1, n) * unit_t.narrow(dim, 0, n).conj()
+        w = torch.sqrt(mag_t.narrow(dim, 1, n) * mag_t.narrow(dim, 0, n))
+        agree = (step_p * step_t.conj()).real  # cos of the error
+        total = total + (w * (1 - agree)).sum() / w.sum().clamp_min(1e-7)
+    return total
+
+
 def mel_loss(pred: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
     """L1 between the output's log-mel and the input log-mel (B, T, 128)."""
     return (audio.log_mel(pred, compute_dtype=torch.float32)[:, : mel.shape[1]] - mel).abs().mean()
@@ -138,6 +162,8 @@ class VocoderTrainConfig:
     # griffin-lim mode: also score the audio after this many (differentiable) Griffin-Lim
     # iterations, so the magnitudes learn what Griffin-Lim rebuilds well (0 = magnitudes only)
     through_gl: int = 0
+    # predicted mode: weight of ``phase_loss`` (instantaneous frequency + group delay; 0 = off)
+    phase_weight: float = 0.0
 
 
 def magnitude_loss(log_mag: torch.Tensor, wave: torch.Tensor) -> torch.Tensor:
@@ -211,8 +237,14 @@ def _loss(model: Vocoder, cfg: VocoderTrainConfig, wave: Tensor, mel: Tensor, st
             pred = torch.stack([griffin_lim(m, cfg.through_gl, seed=step) for m in mags])
             loss = loss + stft_loss(pred, wave)
         return loss
-    pred = model(mel)
-    return stft_loss(pred, wave) + cfg.mel_weight * mel_loss(pred, mel)
+    from .vocoder import istft_batch
+
+    spec = model.spectrum(mel)
+    pred = istft_batch(spec)
+    loss = stft_loss(pred, wave) + cfg.mel_weight * mel_loss(pred, mel)
+    if cfg.phase_weight:
+        loss = loss + cfg.phase_weight * phase_loss(spec, wave)
+    return loss
 
 
 def _lr(cfg: VocoderTrainConfig, step: int, minutes: float) -> float:
@@ -253,6 +285,11 @@ def train(cfg: VocoderTrainConfig, log=print) -> Path:
             with torch.no_grad():
                 pred = ema(val_mel)
             v = {"stft": float(stft_loss(pred, val_wave)), "mel": float(mel_loss(pred, val_mel))}
+            v["lsd2048"] = float(
+                np.mean(
+                    [log_spectral_distance(a, b, 2048) for a, b in zip(val_wave, pred, strict=True)]
+                )
+            )
             history.append({"step": step0 + step, "minutes": round(minutes, 1), **v})
             _save(
                 out, ema, model, opt, {"steps": step0 + step, "val": history, "train": asdict(cfg)}
@@ -287,6 +324,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--procedural", type=int, default=0)
     b.add_argument("--soundfont", action="append", default=[])
     b.add_argument("--workers", type=int, default=2)
+    b.add_argument(
+        "--reverb",
+        action="store_true",
+        help="FluidSynth's default reverb and chorus on (as plain"
+        " FluidSynth renders and the evaluation references); default dry",
+    )
     t = sub.add_parser("train", help="train (or continue) a vocoder")
     t.add_argument("data")
     for name in ("out", "resume"):
@@ -297,6 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--lr", type=float, default=VocoderTrainConfig.lr)
     t.add_argument(
         "--through-gl", type=int, default=0, help="griffin-lim mode: GL iterations in the loss"
+    )
+    t.add_argument(
+        "--phase-weight", type=float, default=0.0, help="predicted mode: phase-derivative loss"
     )
     t.add_argument(
         "--vocoder",
@@ -314,7 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs += [
             cache.Job(f"procedural/{i:05d}", "procedural", seed=i) for i in range(args.procedural)
         ]
-        jobs = [dataclasses.replace(j, soundfont=synth.pick_soundfont(j.name, fonts)) for j in jobs]
+        jobs = [
+            dataclasses.replace(
+                j, soundfont=synth.pick_soundfont(j.name, fonts), reverb=args.reverb
+            )
+            for j in jobs
+        ]
         build_audio_set(jobs, args.out, args.workers)
         return 0
     cfg = VocoderTrainConfig(
@@ -327,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lr=args.lr,
         vocoder=json.loads(args.vocoder),
         through_gl=args.through_gl,
+        phase_weight=args.phase_weight,
     )
     print(train(cfg))
     return 0

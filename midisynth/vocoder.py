@@ -98,6 +98,14 @@ class Vocoder(nn.Module):
         # predicted: log-magnitude, phase cos, phase sin; griffin-lim: a log-magnitude correction
         self.out = nn.Linear(d, (3 if cfg.phase == "predicted" else 1) * N_BINS)
 
+    @property
+    def receptive_frames(self) -> int:
+        """R: output frame k depends on mel frames k−R … k+R (the convolutions' half-widths)."""
+        cfg = self.config
+        dil = cfg.dilations
+        half = (cfg.kernel - 1) // 2
+        return half + sum(half * dil[i % len(dil)] for i in range(cfg.layers))
+
     def _hidden(self, mel: Tensor) -> Tensor:
         x = (mel.to(self.out.weight.dtype) + MEL_SHIFT) / MEL_SCALE
         h = self.inp_norm(self.inp(x.transpose(1, 2)).transpose(1, 2))  # (B, T, D)
@@ -142,6 +150,10 @@ class NeuralInverter:
 
     def __init__(self, model: Vocoder, device: str | torch.device = "cpu") -> None:
         self.model = model.to(device).eval()
+        # predicted phase: a pure convolution of the mel, streamed exactly (StreamingInverter);
+        # griffin-lim mode iterates over the whole chunk, so it is crossfaded instead
+        if model.config.phase == "predicted":
+            self.receptive_frames = model.receptive_frames
 
     def __call__(self, mel: Tensor, init_audio: Tensor | None = None) -> Tensor:
         dev = next(self.model.parameters()).device

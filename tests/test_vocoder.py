@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from midisynth import audio, griffinlim, inverter, train_vocoder
-from midisynth.vocoder import Vocoder, VocoderConfig, istft_batch, load_vocoder, save_vocoder
+from midisynth.vocoder import (
+    NeuralInverter,
+    Vocoder,
+    VocoderConfig,
+    istft_batch,
+    load_vocoder,
+    save_vocoder,
+)
 
 SMALL = VocoderConfig(d_model=32, layers=2)
 
@@ -76,8 +83,42 @@ def test_training_smoke_and_resume(tmp_path, monkeypatch):
 def test_a_vocoder_folder_is_an_inverter(tmp_path):
     save_vocoder(Vocoder(SMALL), tmp_path / "voc")
     inv = inverter.load_inverter(str(tmp_path / "voc"))
-    out = inverter.StreamingInverter(inv).push(torch.full((300, 128), -4.0))
-    assert torch.isfinite(out).all() and out.numel() == 300 * audio.HOP - 4 * audio.HOP
+    stream = inverter.StreamingInverter(inv)
+    out = stream.push(torch.full((300, 128), -4.0))
+    reach = inv.receptive_frames
+    assert reach == 3 + 2 * 3  # input conv + two blocks, kernel 7
+    assert torch.isfinite(out).all() and out.numel() == (300 - reach) * audio.HOP
+    assert stream.flush().numel() == reach * audio.HOP
+
+
+@pytest.mark.parametrize("chunks", [[256, 256, 188], [5, 3, 400, 292], [700]])
+def test_predicted_phase_streams_exactly(chunks):
+    """A phase-predicting vocoder streamed in render-sized (or odd) chunks gives the whole song's
+    inversion: no seam, because no chunk edge reaches the audio that is emitted."""
+    torch.manual_seed(0)
+    model = Vocoder(VocoderConfig(d_model=32, layers=4, dilations=[1, 2]))
+    with torch.no_grad():
+        for blk in model.blocks:  # make every block matter, so a short context would show
+            blk.scale.fill_(1.0)
+    inv = NeuralInverter(model)
+    assert inv.receptive_frames == 3 + 3 + 6 + 3 + 6
+    mel = torch.randn(700, 128, generator=torch.Generator().manual_seed(1)) - 4
+    whole = inv(mel)
+    stream = inverter.StreamingInverter(inv)
+    parts, i = [], 0
+    for c in chunks:
+        parts.append(stream.push(mel[i : i + c]))
+        i += c
+    parts.append(stream.flush())
+    streamed = torch.cat(parts)
+    assert streamed.shape == whole.shape
+    assert (streamed - whole).abs().max() < 1e-5 * whole.abs().max()
+    # the reach is really the reach: a change at frame 300 moves 320-sample blocks 300-R … 300+R+1
+    bumped = mel.clone()
+    bumped[300] += 1.0
+    moved = ((inv(bumped) - whole).abs().reshape(-1, audio.HOP).amax(1) > 0).nonzero().flatten()
+    r = inv.receptive_frames
+    assert moved.min() == 300 - r and moved.max() == 300 + r + 1
 
 
 def test_griffin_lim_mode_predicts_magnitudes_and_continues_the_phase(tmp_path):
