@@ -27,6 +27,7 @@ from .render import (
     prepare_tokens,
     render_jobs,
     resolve_batch_size,
+    unused_changes,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,6 +76,9 @@ class FileResult:
     error: str | None = None  # one line; None = rendered
     seconds: float = 0.0  # audio written
     clipped: bool = False  # level lowered to avoid clipping
+    # --track / --program changes that changed nothing in this file (``render.unused_changes``);
+    # None = not known (a file that could not be read, or a Ray worker's result)
+    unused: list[str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -293,11 +297,27 @@ def _prepare(
             score = read_midi(t.src, all_track_tempos=not options.reference_tempo)
             segs, n = prepare_tokens(model, score, options)
             prepared[t] = (t, score, segs, n)
+            results[t].unused = unused_changes(score, options)
         except (MidiError, ValueError) as e:
             results[t].error = str(e)
             if on_result:
                 on_result(results[t])
     return prepared
+
+
+def unused_everywhere(results: Sequence[FileResult]) -> list[str]:
+    """The ``--track`` / ``--program`` changes that changed nothing in any file of a folder render
+    (a mistyped track, or `piano` meaning program 0 only), one line each; empty when any file's
+    result does not say (Ray workers do not)."""
+    known = [r.unused for r in results if r.ok]
+    if not known or any(u is None for u in known):
+        return []
+    first = [line.split(":")[0] for line in known[0]]  # "--program 4 (Electric Piano 1)"
+    return [
+        f"{change} changed nothing in any of the {len(known)} rendered files"
+        for change in first
+        if all(any(line.startswith(change + ":") for line in u) for u in known)
+    ]
 
 
 def _abort(writers: list[audio.AudioFileWriter], mels: list[_MelFile]) -> None:

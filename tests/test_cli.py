@@ -348,6 +348,25 @@ def test_changes_that_match_nothing_are_refused(tmp_path):
     assert "piano = 0 Acoustic Grand Piano, electric piano = 4" in help_text
 
 
+def test_folder_render_reports_changes_that_matched_nothing(tmp_path):
+    # A folder render keeps going (a swap may fit some files only), but a change that fits none of
+    # them (a typo, or `piano` for a folder of electric pianos) is said once at the end.
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("band.mid", "melody_chords.mid"):
+        shutil.copy(EXAMPLES / name, src / name)
+    r = run(
+        "render", str(src), "--output-dir", str(tmp_path / "out"), "-p", "flute=cello",
+        "-p", "electric piano=cello", "--tail", "0", *FAST,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("warning:")]
+    assert lines == [
+        "warning: --program 73 (Flute) changed nothing in any of the 2 rendered files"
+    ], r.output
+    assert len(list((tmp_path / "out").iterdir())) == 2
+
+
 def test_version():
     import midisynth
 

@@ -674,5 +674,10 @@ def _summary(results, skipped, quiet: bool) -> None:
     if clipped:
         err.print(f"{len(clipped)} file(s) were turned down to avoid clipping")
     if len(results) > 1:
+        from ..batch import unused_everywhere
+
+        for line in unused_everywhere(results):
+            err.print(f"warning: {line}")
+    if len(results) > 1:
         for r in failed:
             err.print(f"  [red]✗[/] {_error_for(r)}")
