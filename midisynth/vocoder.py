@@ -44,6 +44,10 @@ class VocoderConfig:
     # griffin-lim mode: multiplicative NNLS updates, started from the network's magnitudes, that
     # pull them back into agreement with the input mel (the mel is what we know for sure)
     refine_iters: int = 10
+    # predicted mode: the log-magnitude head is a correction added to the mel's own energy spread
+    # back over the FFT bins (as in griffin-lim mode), so training starts from the right loudness
+    # in every bin instead of from 1.0 everywhere and the network's first steps go to the phase
+    mag_base: bool = False
 
 
 class _Block(nn.Module):
@@ -122,6 +126,8 @@ class Vocoder(nn.Module):
     def spectrum(self, mel: Tensor) -> Tensor:
         """predicted mode: mel (B, T, 128) → complex STFT (B, T, 513)."""
         logmag, re, im = self._hidden(mel).chunk(3, dim=-1)
+        if self.config.mag_base:
+            logmag = logmag + torch.log(spread_mel(mel) + 1e-5)
         mag = torch.exp(logmag.clamp(max=8.0))
         norm = torch.sqrt(re**2 + im**2).clamp_min(1e-6)
         return torch.complex(mag * re / norm, mag * im / norm)
