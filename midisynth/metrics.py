@@ -67,7 +67,10 @@ def mel_l1(ref_mel: np.ndarray, est_mel: np.ndarray) -> float:
 
 
 def log_spectral_distance(
-    ref_audio: np.ndarray, est_audio: np.ndarray, n_fft: int | None = None
+    ref_audio: np.ndarray,
+    est_audio: np.ndarray,
+    n_fft: int | None = None,
+    sounding_db: float | None = None,
 ) -> float:
     """Log-spectral distance in dB between two 16 kHz signals, frames trimmed to the shorter.
 
@@ -76,7 +79,9 @@ def log_spectral_distance(
     frame spans four model frames, so phase that does not line up from frame to frame (smeared
     partials, the mark of a guessed phase) shows as it does not at the model's own framing.
     Power floored at 1e-10; per frame sqrt(mean over bins of (10·log10 P_ref − 10·log10 P_est)²),
-    then the mean over frames.
+    then the mean over frames — over the frames where the reference sounds only, when
+    ``sounding_db`` is given: those within that many dB of the reference's loudest frame (so
+    digital silence, where one inverter leaves a −80 dB hiss and another none, does not dominate).
     """
     from .griffinlim import stft
 
@@ -95,8 +100,12 @@ def log_spectral_distance(
             ).T  # (F, n_fft/2 + 1)
         return 10.0 * torch.log10(spec.abs().square().clamp_min(LSD_FLOOR))
 
-    diff = db(ref_audio) - db(est_audio)
-    return float(diff.square().mean(dim=1).sqrt().mean())
+    ref_db = db(ref_audio)
+    per_frame = (ref_db - db(est_audio)).square().mean(dim=1).sqrt()
+    if sounding_db is not None:
+        energy = 10.0 * torch.log10((10.0 ** (ref_db / 10.0)).sum(dim=1))
+        per_frame = per_frame[energy >= energy.max() - sounding_db]
+    return float(per_frame.mean())
 
 
 def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:

@@ -70,6 +70,18 @@ def test_log_spectral_distance_of_a_gain_is_its_decibels():
     )
 
 
+def test_log_spectral_distance_at_2048_points_and_over_sounding_frames():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(32000).astype(np.float32) * 0.1
+    assert metrics.log_spectral_distance(x, 2 * x, 2048) == pytest.approx(20 * math.log10(2))
+    # Half the song silent in the reference, a -80 dB hiss there in the estimate: the hiss
+    # dominates the plain distance; over the sounding frames only the music counts.
+    ref = np.concatenate([np.zeros(32000, np.float32), x])
+    est = ref + np.concatenate([rng.standard_normal(32000).astype(np.float32) * 1e-4, 0 * x])
+    assert metrics.log_spectral_distance(ref, est, 2048) > 20
+    assert metrics.log_spectral_distance(ref, est, 2048, sounding_db=60.0) < 1.0
+
+
 # ---- Fréchet distance -----------------------------------------------------------------------
 
 
