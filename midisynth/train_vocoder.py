@@ -2,8 +2,9 @@
 
     python -m midisynth.train_vocoder build AUDIO_DIR --procedural 200 [--midi NAME=DIR[:MAX]] \\
         --soundfont A.sf2 --soundfont B.sf2
-    python -m midisynth.train_vocoder train AUDIO_DIR --out weights/vocoder-s [--resume DIR] \\
-        [--max-minutes 60]
+    python -m midisynth.train_vocoder train AUDIO_DIR --out runs/vocoder [--resume DIR] \\
+        [--max-minutes 60] [--vocoder '{"mag_base": true}']
+    python -m midisynth.train_vocoder release runs/vocoder weights/vocoder-p
 
 ``build`` synthesizes pieces with FluidSynth (as the model's cache, ``cache.py``) and keeps the
 audio (16 kHz mono, float16, ≤ 60 s per piece) in ``audio-*.npz`` shards; a stable 4 % of the
@@ -158,6 +159,7 @@ class VocoderTrainConfig:
     log_every: int = 25
     seed: int = 0
     threads: int | None = None
+    device: str = "cpu"  # "cuda" on a GPU machine: crops are cut on the CPU, the rest runs there
     vocoder: dict = field(default_factory=dict)  # VocoderConfig fields of a new model
     # griffin-lim mode: also score the audio after this many (differentiable) Griffin-Lim
     # iterations, so the magnitudes learn what Griffin-Lim rebuilds well (0 = magnitudes only)
@@ -207,8 +209,8 @@ def _load_train_state(folder: Path, model: Vocoder, opt: torch.optim.Optimizer) 
     for n, p in params.items():
         opt.state[p] = {
             "step": st[f"step.{n}"][0],
-            "exp_avg": st[f"m.{n}"],
-            "exp_avg_sq": st[f"v.{n}"],
+            "exp_avg": st[f"m.{n}"].to(p.device),
+            "exp_avg_sq": st[f"v.{n}"].to(p.device),
         }
 
 
@@ -219,9 +221,9 @@ def _save(out: Path, ema: Vocoder, model: Vocoder, opt, meta: dict) -> None:
 
     save_vocoder(ema, out, meta)
     names = {p: n for n, p in model.named_parameters()}
-    st = {f"raw.{n}": p.detach().contiguous() for n, p in model.named_parameters()}
+    st = {f"raw.{n}": p.detach().cpu().contiguous() for n, p in model.named_parameters()}
     for p, s in opt.state.items():
-        st[f"m.{names[p]}"], st[f"v.{names[p]}"] = s["exp_avg"], s["exp_avg_sq"]
+        st[f"m.{names[p]}"], st[f"v.{names[p]}"] = s["exp_avg"].cpu(), s["exp_avg_sq"].cpu()
         st[f"step.{names[p]}"] = torch.as_tensor(s["step"], dtype=torch.float32).reshape(1)
     save_file(st, str(out / "train_state.safetensors"))
 
@@ -261,18 +263,20 @@ def train(cfg: VocoderTrainConfig, log=print) -> Path:
     torch.manual_seed(cfg.seed)
     folder, out = Path(cfg.data), Path(cfg.out)
     pieces, val = load_audio_set(folder), load_audio_set(folder, "val")
+    dev = torch.device(cfg.device)
     model = load_vocoder(cfg.resume) if cfg.resume else Vocoder(VocoderConfig(**cfg.vocoder))
+    model.to(dev)
     model.train().requires_grad_(True)
     ema = Vocoder(model.config)
     ema.load_state_dict(model.state_dict())
-    ema.eval().requires_grad_(False)
+    ema.to(dev).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
     meta = json.loads((Path(cfg.resume) / "vocoder.json").read_text()) if cfg.resume else {}
     if cfg.resume and (Path(cfg.resume) / "train_state.safetensors").is_file():
         _load_train_state(Path(cfg.resume), model, opt)
     step0, history = int(meta.get("steps", 0)), list(meta.get("val", []))
     rng = np.random.default_rng(cfg.seed + step0)
-    val_wave = _crops(val, np.random.default_rng(1234), 16)
+    val_wave = _crops(val, np.random.default_rng(1234), 16).to(dev)
     val_mel = crop_mels(val_wave)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"[vocoder] {n_params / 1e6:.2f} M params, {len(pieces)} pieces, resumed from {cfg.resume}")
@@ -284,12 +288,9 @@ def train(cfg: VocoderTrainConfig, log=print) -> Path:
         if done or time.time() - last > cfg.checkpoint_minutes * 60:
             with torch.no_grad():
                 pred = ema(val_mel)
+            cpu_pairs = zip(val_wave.cpu(), pred.cpu(), strict=True)
             v = {"stft": float(stft_loss(pred, val_wave)), "mel": float(mel_loss(pred, val_mel))}
-            v["lsd2048"] = float(
-                np.mean(
-                    [log_spectral_distance(a, b, 2048) for a, b in zip(val_wave, pred, strict=True)]
-                )
-            )
+            v["lsd2048"] = float(np.mean([log_spectral_distance(a, b, 2048) for a, b in cpu_pairs]))
             history.append({"step": step0 + step, "minutes": round(minutes, 1), **v})
             _save(
                 out, ema, model, opt, {"steps": step0 + step, "val": history, "train": asdict(cfg)}
@@ -300,7 +301,7 @@ def train(cfg: VocoderTrainConfig, log=print) -> Path:
             return out
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step, minutes)
-        wave = _crops(pieces, rng, cfg.batch_size)
+        wave = _crops(pieces, rng, cfg.batch_size).to(dev)
         loss = _loss(model, cfg, wave, crop_mels(wave), step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -337,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--max-minutes", type=float, default=60.0)
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     t.add_argument("--lr", type=float, default=VocoderTrainConfig.lr)
     t.add_argument(
         "--through-gl", type=int, default=0, help="griffin-lim mode: GL iterations in the loss"
@@ -349,7 +351,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="{}",
         help='VocoderConfig of a new model, JSON: {"phase": "griffin-lim"}',
     )
+    r = sub.add_parser("release", help="copy a trained vocoder for shipping (no optimizer state)")
+    r.add_argument("src", type=Path)
+    r.add_argument("dst", type=Path)
+    r.add_argument("--evaluation", default=None, help="JSON recorded in vocoder.json")
     args = ap.parse_args(argv)
+    if args.cmd == "release":
+        from .vocoder import release_vocoder
+
+        evaluation = json.loads(args.evaluation) if args.evaluation else None
+        print(release_vocoder(args.src, args.dst, evaluation))
+        return 0
     if args.cmd == "build":
         fonts = [str(synth.find_soundfont(f)) for f in (args.soundfont or [None])]
         jobs: list[cache.Job] = []
@@ -379,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         vocoder=json.loads(args.vocoder),
         through_gl=args.through_gl,
         phase_weight=args.phase_weight,
+        device=args.device,
     )
     print(train(cfg))
     return 0
