@@ -45,6 +45,31 @@ class MidiError(ValueError):
     """A MIDI file that cannot be read; the message is one line meant for users."""
 
 
+class TooLongError(ValueError):
+    """A song whose render would last longer than the limit (``RenderOptions.max_duration``)."""
+
+
+def format_duration(seconds: float) -> str:
+    """A length for a one-line message: '95 s', '12.5 min', '6 h', '12 days', '5.33 years'."""
+    units = (("years", 365.25 * 86400), ("days", 86400.0), ("h", 3600.0), ("min", 60.0))
+    for unit, size in units:
+        if seconds >= 2 * size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def check_length(score: Score, limit: float | None, tail: float = 0.0) -> float:
+    """Seconds of audio ``score`` renders to (its length + ``tail``), known from the notes before
+    any work; ``TooLongError`` (one line) beyond ``limit`` seconds (None = no limit)."""
+    seconds = score.total_time + max(0.0, tail)
+    if limit is not None and seconds > limit:
+        raise TooLongError(
+            f"the render would last {format_duration(seconds)}, longer than the "
+            f"{format_duration(limit)} limit (--max-duration)"
+        )
+    return seconds
+
+
 @dataclass(frozen=True)
 class Note:
     """One note. Times in seconds from the start of the file."""

@@ -21,7 +21,14 @@ import torch
 
 from . import audio, cudagraph, diffusion, notegrid, tokens
 from .inverter import StreamingInverter, load_inverter
-from .midi import Note, Score, read_midi
+from .midi import (  # noqa: F401 - TooLongError and format_duration are re-exported
+    Note,
+    Score,
+    TooLongError,
+    check_length,
+    format_duration,
+    read_midi,
+)
 from .programs import get_program_map
 from .weights import resolve_device, resolve_dtype  # noqa: F401 - render.resolve_* for callers
 
@@ -30,10 +37,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ProgressFn = Callable[[float, float], None]  # (seconds rendered, seconds total)
 DEFAULT_MAX_DURATION = 6 * 3600.0  # seconds of output; longer songs are refused (TooLongError)
-
-
-class TooLongError(ValueError):
-    """A song whose render would last longer than ``RenderOptions.max_duration``."""
 
 
 @dataclass(frozen=True)
@@ -184,26 +187,10 @@ def unused_changes(score: Score, options: RenderOptions) -> list[str]:
     return out
 
 
-def format_duration(seconds: float) -> str:
-    """A length for a one-line message: '95 s', '12.5 min', '6 h', '12 days', '5.33 years'."""
-    units = (("years", 365.25 * 86400), ("days", 86400.0), ("h", 3600.0), ("min", 60.0))
-    for unit, size in units:
-        if seconds >= 2 * size:
-            return f"{seconds / size:.3g} {unit}"
-    return f"{seconds:.3g} s"
-
-
 def check_duration(score: Score, options: RenderOptions) -> float:
     """Seconds of audio a render of ``score`` makes (MIDI length + tail), known from the notes
     before any work; ``TooLongError`` (one line) beyond ``options.max_duration``."""
-    seconds = score.total_time + max(0.0, options.tail)
-    limit = options.max_duration
-    if limit is not None and seconds > limit:
-        raise TooLongError(
-            f"the render would last {format_duration(seconds)}, longer than the "
-            f"{format_duration(limit)} limit (--max-duration)"
-        )
-    return seconds
+    return check_length(score, options.max_duration, options.tail)
 
 
 class Segments(Sequence[np.ndarray]):

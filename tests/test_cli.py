@@ -763,6 +763,28 @@ def test_hostile_files_fail_at_once_in_one_line(tmp_path, data, message):
     assert peak_kib < 500 * 1024, peak_kib
 
 
+def test_inspect_refuses_a_file_claiming_years_at_once(tmp_path):
+    # inspect builds every segment's tokens: 4.5 "years" took 1 min 48 s and 7.8 GB, then a
+    # MemoryError traceback. Now the render's length limit is checked first.
+    import time
+
+    src = tmp_path / "hostile.mid"
+    src.write_bytes(YEARS)
+    start = time.perf_counter()
+    r = run("inspect", str(src))
+    assert time.perf_counter() - start < 1.0
+    assert one_line_error(r) == (
+        f"error: {src}: the render would last 5.32 years, longer than the 6 h limit "
+        "(--max-duration)"
+    )
+    assert r.exit_code == 1
+    r = run("inspect", str(EXAMPLES / "band.mid"), "--max-duration", "5s")
+    assert r.exit_code == 1 and "longer than the 5 s limit" in one_line_error(r)
+    assert run("inspect", str(EXAMPLES / "band.mid"), "--max-duration", "0").exit_code == 0
+    r = run("inspect", str(EXAMPLES / "band.mid"), "--max-duration", "soon")
+    assert r.exit_code == 2 and "--max-duration must look like 90s" in one_line_error(r)
+
+
 def test_max_duration_flag(tmp_path):
     song = EXAMPLES / "melody_chords.mid"
     r = run("render", str(song), str(tmp_path / "a.wav"), "--max-duration", "5s", *FAST)

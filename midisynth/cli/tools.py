@@ -44,12 +44,24 @@ def inspect(
             "codec and mapping, tempo from track 0 only."
         ),
     ] = False,
+    max_duration: Annotated[
+        str,
+        typer.Option(
+            help="Refuse a MIDI file longer than this (as render does): 90s, 10min, 6h, 2d; "
+            "0 = no limit. Every segment's tokens are built, so a file claiming years would "
+            "take minutes and gigabytes."
+        ),
+    ] = "6h",
 ) -> None:
     """Show what the model will see: tracks, programs (before → after mapping), segments, tokens."""
     from .. import programs, tokens
-    from ..midi import MidiError, read_midi
+    from ..midi import MidiError, TooLongError, check_length, read_midi
     from ..weights import RELEASED_SETTINGS, ModelError, model_settings, resolve
 
+    try:
+        limit = parse_duration(max_duration)
+    except ValueError as e:
+        fail(str(e), 2)
     try:
         settings = RELEASED_SETTINGS if reference else model_settings(model)
         shown = (
@@ -62,6 +74,9 @@ def inspect(
         score = read_midi(file, all_track_tempos=not reference)
         pmap = programs.get_program_map(settings["program_map"])
         codec = tokens.Codec.from_dict(settings["codec"])
+        check_length(score, limit)
+    except TooLongError as e:  # a bad file, exit 1 as in render
+        fail(f"{file}: {e}")
     except (MidiError, ModelError, ValueError) as e:
         fail(str(e))
     segs = tokens.notes_to_segments(
@@ -408,8 +423,9 @@ def invert(
     inverter: Annotated[
         str,
         typer.Option(
-            help="auto = what render uses with the default model (the trained vocoder-s; "
-            "griffin-lim where it is not installed); griffin-lim; vocoder-s or another vocoder "
+            help="auto = what render uses with the default model (the trained vocoder-p, which "
+            "predicts phase; griffin-lim where it is not installed); griffin-lim; vocoder-p, "
+            "vocoder-s or another vocoder "
             "folder; soundstream-onnx with --inverter-file. A render's --mel-out gives the render "
             "back with the inverter that render used."
         ),
