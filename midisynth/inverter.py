@@ -20,7 +20,7 @@ from .checkpoint import BUNDLED_DIR
 from .extras import pip_install
 from .griffinlim import GriffinLim, InverterError
 
-DEFAULT_VOCODER = "vocoder-s"  # weights/<this>: what "auto" picks when it is shipped
+DEFAULT_VOCODER = "vocoder-p"  # weights/<this>: what "auto" picks when it is shipped
 
 
 class Inverter(Protocol):
@@ -181,8 +181,8 @@ def load_inverter(spec: dict[str, Any] | str, device: str | torch.device = "cpu"
 
     Names: ``griffin-lim``; ``soundstream-onnx`` needs ``path``; ``vocoder`` (a neural inverter
     trained here, ``vocoder.py``) needs ``path``, its folder; ``auto``: the shipped trained inverter
-    (``weights/vocoder-s``) when present, else Griffin-Lim. A name that is none of these may be a
-    vocoder folder: a path, or a folder of the repository's ``weights/``.
+    (``weights/vocoder-p``, which predicts phase) when present, else Griffin-Lim. A name that is
+    none of these may be a vocoder folder: a path, or a folder of the repository's ``weights/``.
     """
     if isinstance(spec, str):
         spec = {"type": spec}

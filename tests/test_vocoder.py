@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from midisynth import audio, griffinlim, inverter, train_vocoder
+from midisynth.checkpoint import BUNDLED_DIR
+from midisynth.inverter import DEFAULT_VOCODER
 from midisynth.vocoder import (
     NeuralInverter,
     Vocoder,
@@ -20,6 +22,7 @@ from midisynth.vocoder import (
 )
 
 SMALL = VocoderConfig(d_model=32, layers=2)
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def test_istft_batch_matches_the_inverter_istft():
@@ -78,6 +81,37 @@ def test_training_smoke_and_resume(tmp_path, monkeypatch):
     )
     meta2 = json.loads((again / "vocoder.json").read_text())
     assert meta2["steps"] == 5 and [v["step"] for v in meta2["val"]] == [3, 5]  # history kept
+
+
+def _tiny_run(tmp_path: Path, out: str, steps: int, **config) -> Path:
+    """A few training steps on three sine "pieces" (batch 2, one thread) into tmp_path/out."""
+    cfg = train_vocoder.VocoderTrainConfig(
+        data=str(_audio_set(tmp_path / f"data-{out}")),
+        out=str(tmp_path / out),
+        steps=steps,
+        batch_size=2,
+        max_minutes=None,
+        threads=1,
+        **config,
+    )
+    return train_vocoder.train(cfg, log=lambda *_: None)
+
+
+def test_release_ships_weights_without_optimizer_state(tmp_path):
+    vocoder = {"d_model": 16, "layers": 1, "mag_base": True}
+    run = _tiny_run(tmp_path, "run", 2, vocoder=vocoder, phase_weight=0.5)
+    assert (run / "train_state.safetensors").is_file()
+    assert "lsd2048" in json.loads((run / "vocoder.json").read_text())["val"][-1]
+    rc = train_vocoder.main(
+        ["release", str(run), str(tmp_path / "ship"), "--evaluation", '{"lsd": 1.5}']
+    )
+    assert rc == 0
+    shipped = sorted(p.name for p in (tmp_path / "ship").iterdir())
+    assert shipped == ["vocoder.json", "vocoder.safetensors"]
+    meta = json.loads((tmp_path / "ship" / "vocoder.json").read_text())
+    assert meta["evaluation"] == {"lsd": 1.5} and meta["config"]["mag_base"] is True
+    mel = torch.full((1, 20, 128), -4.0)
+    assert torch.equal(load_vocoder(tmp_path / "ship")(mel), load_vocoder(run)(mel))
 
 
 def test_a_vocoder_folder_is_an_inverter(tmp_path):
@@ -142,18 +176,31 @@ def test_griffin_lim_mode_predicts_magnitudes_and_continues_the_phase(tmp_path):
         Vocoder(VocoderConfig(phase="magic"))
 
 
-def test_griffin_lim_mode_trains_on_magnitudes(tmp_path):
-    data = _audio_set(tmp_path / "data")
-    cfg = train_vocoder.VocoderTrainConfig(
-        data=str(data),
-        out=str(tmp_path / "g"),
-        steps=3,
-        batch_size=2,
-        max_minutes=None,
-        threads=1,
-        vocoder={"phase": "griffin-lim", "d_model": 16, "layers": 1, "gl_iters": 2},
+def test_predicted_phase_with_a_magnitude_base_starts_from_the_mels_spectrum():
+    model = Vocoder(VocoderConfig(d_model=16, layers=1, mag_base=True)).eval()
+    with torch.no_grad():  # the log-magnitude rows say "no correction"
+        model.out.weight[: griffinlim.audio.N_FFT // 2 + 1] = 0
+        model.out.bias[: griffinlim.audio.N_FFT // 2 + 1] = 0
+    mel = audio.log_mel(torch.from_numpy(_sine(1.0)))[None]
+    base = griffinlim.spread_mel(mel) + 1e-5
+    assert torch.allclose(model.spectrum(mel).abs(), base, rtol=1e-4)
+    assert model(mel).shape == (1, mel.shape[1] * audio.HOP)
+
+
+def test_phase_loss_is_zero_for_the_true_spectrum_and_not_for_another():
+    wave = torch.from_numpy(_sine(1.28))[None]
+    true = griffinlim.stft(wave)[:, : train_vocoder.CROP_FRAMES]
+    assert train_vocoder.phase_loss(true, wave) < 1e-5
+    assert train_vocoder.phase_loss(true * 2.0, wave) < 1e-5  # phase only: a gain changes nothing
+    noise = torch.randn(
+        true.shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(0)
     )
-    out = train_vocoder.train(cfg, log=lambda *_: None)
+    assert train_vocoder.phase_loss(true.abs() * noise / noise.abs(), wave) > 0.5
+
+
+def test_griffin_lim_mode_trains_on_magnitudes(tmp_path):
+    vocoder = {"phase": "griffin-lim", "d_model": 16, "layers": 1, "gl_iters": 2}
+    out = _tiny_run(tmp_path, "g", 3, vocoder=vocoder)
     meta = json.loads((out / "vocoder.json").read_text())
     assert meta["config"]["phase"] == "griffin-lim" and meta["steps"] == 3
     inv = inverter.load_inverter(str(out))
@@ -170,16 +217,62 @@ def _sine(seconds: float) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
 
 
-SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "vocoder-s"
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 
-@pytest.mark.skipif(not (SHIPPED / "vocoder.json").is_file(), reason="no shipped vocoder")
-def test_shipped_vocoder_loads_by_name_and_is_the_auto_choice():
-    files = {p.name: p.stat().st_size for p in SHIPPED.iterdir()}
+@pytest.mark.parametrize("name", ["vocoder-s", "vocoder-p"])
+def test_shipped_vocoders_load_by_name(name):
+    folder = WEIGHTS / name
+    if not (folder / "vocoder.json").is_file():
+        pytest.skip(f"weights/{name} is not shipped")
+    files = {p.name: p.stat().st_size for p in folder.iterdir()}
     assert sum(files.values()) <= 20 * 2**20 and "MODEL_CARD.md" in files
+    assert max(files.values()) <= 15 * 2**20  # every committed file within the shard limit
     assert not any(n.startswith("train_state") for n in files)  # never optimizer state in git
-    inv = inverter.load_inverter("vocoder-s")
-    assert isinstance(inv, inverter.load_inverter("auto").__class__) and inv.name == "vocoder"
+    inv = inverter.load_inverter(name)
+    assert inv.name == "vocoder"
     mel = audio.log_mel(torch.from_numpy(_sine(3.0)))
-    out = inverter.StreamingInverter(inv).push(mel)
+    stream = inverter.StreamingInverter(inv)
+    out = torch.cat([stream.push(mel), stream.flush()])
     assert torch.isfinite(out).all() and out.abs().max() > 0.01
+
+
+def test_the_auto_inverter_is_the_phase_predicting_one():
+    if not (WEIGHTS / DEFAULT_VOCODER / "vocoder.json").is_file():
+        pytest.skip("no shipped vocoder")
+    assert DEFAULT_VOCODER == "vocoder-p"
+    auto = inverter.load_inverter("auto")
+    assert auto.model.config.phase == "predicted" and auto.receptive_frames > 0
+
+
+def _frame_steps(wave: np.ndarray) -> np.ndarray:
+    """Mean absolute change of the log-mel from one 20 ms frame to the next: [frames - 1]."""
+    mel = audio.log_mel(torch.from_numpy(wave)).numpy()
+    return np.abs(np.diff(mel, axis=0)).mean(axis=1)
+
+
+@pytest.mark.skipif(
+    not (BUNDLED_DIR / DEFAULT_VOCODER / "vocoder.json").is_file(), reason="no shipped vocoder"
+)
+def test_no_seam_between_segments_with_the_default_inverter():
+    """Issue 22: a multi-segment render through the default inverter has no step at the segment
+    joins above the music's own frame-to-frame change, and equals the whole song's mel inverted
+    at once (the joins add nothing)."""
+    from midisynth.render import RenderOptions, render
+    from midisynth.weights import load_model
+
+    model = load_model(device="cpu")
+    out = render(model, EXAMPLES / "band.mid", RenderOptions(seed=3, tail=1.0))
+    assert len(out.mel) > 2 * audio.SEGMENT_FRAMES  # three segments, two joins
+    inv = inverter.load_inverter("auto")
+    whole = inv(torch.from_numpy(out.mel)).numpy()
+    # The render's inverter also saw the last segment's frames past the song's end (the mel file
+    # stops at the end), so the last R + 1 frames may differ; everything before them may not.
+    end = (len(out.mel) - inv.receptive_frames - 1) * audio.HOP
+    err = float(np.abs(out.audio[:end] - whole[:end]).max())
+    assert err <= 1e-4 * float(np.abs(whole).max()), err
+    steps = _frame_steps(out.audio)
+    joins = [k * audio.SEGMENT_FRAMES for k in range(1, len(out.mel) // audio.SEGMENT_FRAMES + 1)]
+    near = sorted({j + d for j in joins for d in (-2, -1, 0, 1) if 0 <= j + d < len(steps)})
+    elsewhere = np.delete(steps, near)
+    assert steps[near].max() <= elsewhere.max(), (steps[near], elsewhere.max())

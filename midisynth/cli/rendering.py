@@ -99,8 +99,9 @@ def render(
     inverter: Annotated[
         str | None,
         typer.Option(
-            help="auto (the trained vocoder-s; griffin-lim where it is not installed), "
-            "griffin-lim, vocoder-s or another vocoder folder, soundstream-onnx (the official "
+            help="auto (the trained vocoder-p, which predicts phase; griffin-lim where it is not "
+            "installed), griffin-lim, vocoder-p, vocoder-s (network magnitudes + Griffin-Lim "
+            "phase) or another vocoder folder, soundstream-onnx (the official "
             "model's ONNX file). Default: the model's own (frame-s and the official model "
             "without its ONNX file: auto)."
         ),
