@@ -87,6 +87,16 @@ def peak_reset(device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def timed(device, fn, *args):
+    """(fn(*args), seconds), the device synchronised around it and its peak memory counter reset."""
+    peak_reset(device)
+    sync(device)
+    t = time.perf_counter()
+    out = fn(*args)
+    sync(device)
+    return out, time.perf_counter() - t
+
+
 def peak_gib(device) -> float | None:
     import torch
 
@@ -257,12 +267,7 @@ def main() -> None:
                     continue
                 dtype = model.dtype
                 render(model, warm, opts)  # warm-up (and graph captures)
-                peak_reset(device)
-                sync(device)
-                t = time.perf_counter()
-                out = render(model, single, opts)
-                sync(device)
-                secs = time.perf_counter() - t
+                out, secs = timed(device, render, model, single, opts)
                 audio_s = len(out.audio) / out.sample_rate
                 row.update(
                     dtype=str(dtype).removeprefix("torch."),
@@ -309,12 +314,7 @@ def main() -> None:
                         results["batched"].append({**row, "skipped": "time budget"})
                         continue
                     shutil.rmtree(tmp / "wav", ignore_errors=True)
-                    peak_reset(device)
-                    sync(device)
-                    t = time.perf_counter()
-                    res = render_files(model, tasks, opts)
-                    sync(device)
-                    secs = time.perf_counter() - t
+                    res, secs = timed(device, render_files, model, tasks, opts)
                     audio_s = sum(r.seconds for r in res)
                     row.update(
                         failed=sum(not r.ok for r in res),

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 invert_file(work / "mel.npy", dst, name, normalize="none")
                 rows[name]["rtf"].append((time.perf_counter() - t0) / (len(ref) / sr))
                 est, _ = sf.read(dst, dtype="float32")
-                if len(pictures) <= len(inverters) and song == args.songs[0]:
+                if song == args.songs[0]:
                     pictures[name] = est
                 rows[name]["2048"].append(log_spectral_distance(ref, est, 2048))
                 rows[name]["1024"].append(log_spectral_distance(ref, est))
