@@ -505,6 +505,7 @@ def evaluate_command(
     embeddings: Sequence[str] = EMBEDDINGS,
     max_seconds: float | None = None,
     inverter: str | None = None,
+    style: str | None = None,
     console: Console | None = None,
 ) -> int:
     """`midisynth evaluate`: evaluate a model on a MIDI file or folder; returns the exit code.
@@ -540,7 +541,9 @@ def evaluate_command(
         return fail(f"no MIDI files (.mid, .midi, .kar) under {src}")
     try:
         check_dependencies(transcription, embeddings, True)
-        options = RenderOptions(sampler=sampler, steps=steps, seed=seed, inverter=inverter)
+        options = RenderOptions(
+            sampler=sampler, steps=steps, seed=seed, inverter=inverter, style=style
+        )
         options.n_steps()
         synth: FluidSynthReference | None = None
         if any(find_reference(f) is None for f in files):

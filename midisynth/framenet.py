@@ -101,7 +101,7 @@ class NoteEmbedding(nn.Module):
     Every (note, frame) pair goes through the MLP — tens of thousands per batch — so the per-note
     width ``d`` is kept small (``FrameConfig.note_dim``)."""
 
-    def __init__(self, d: int, out: int, velocity: str = "gain") -> None:
+    def __init__(self, d: int, out: int, velocity: str = "gain", styles: int = 0) -> None:
         super().__init__()
         if velocity not in ("gain", "embedding"):
             raise ValueError(
@@ -118,6 +118,11 @@ class NoteEmbedding(nn.Module):
             # per instrument (init s ≈ 2: SoundFont players attenuate ∝ velocity²), so a louder
             # note is never given a quieter spectrum; nothing else in the code sees velocity.
             self.velocity_slope = nn.Parameter(torch.full((notegrid.N_INST,), 1.8))
+        # Timbre style per note (FrameConfig.styles): instruments differ between SoundFonts, so the
+        # style enters each note's code, not only the segment-wide FiLM. Zero-init: no change.
+        self.style = nn.Embedding(styles, d) if styles else None
+        if self.style is not None:
+            nn.init.zeros_(self.style.weight)
         self.age = nn.Embedding(notegrid.N_AGE, d)
         self.remaining = nn.Embedding(notegrid.N_REMAINING, d)
         self.mlp = nn.Sequential(nn.GELU(), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
@@ -131,7 +136,8 @@ class NoteEmbedding(nn.Module):
         if velocity == "embedding":
             nn.init.normal_(self.velocity.weight, std=0.5)
 
-    def forward(self, grid: Tensor) -> Tensor:
+    def forward(self, grid: Tensor, style: Tensor | None = None) -> Tensor:
+        """grid (B, T, S, 5), style (B,) int64 (models with styles) → (B, T, out)."""
         B, T, S, _ = grid.shape
         flat = grid.reshape(B * T * S, 5).long()
         live = (flat[:, 2] > 0).nonzero().squeeze(1)  # only real notes are embedded
@@ -140,6 +146,11 @@ class NoteEmbedding(nn.Module):
         code = (
             self.pitch(g[:, 0]) + self.inst(g[:, 1]) + self.age(g[:, 3]) + self.remaining(g[:, 4])
         )
+        if self.style is not None and style is not None:
+            code = (
+                code
+                + self.style(style.to(code.device))[torch.div(live, T * S, rounding_mode="floor")]
+            )
         if self.velocity_mode == "embedding":
             v = (vel.float() / 127.0)[:, None].to(code.dtype)
             code = code + self.velocity(vel // 8) + self.velocity_lin(v)
@@ -193,7 +204,7 @@ class FrameNet(nn.Module):
         self.config = config
         cfg = self.frame = config.frame
         d, mels = cfg.d_model, config.input_dims
-        self.notes = NoteEmbedding(cfg.note_dim, d, cfg.velocity)
+        self.notes = NoteEmbedding(cfg.note_dim, d, cfg.velocity, len(cfg.styles))
         self.context_in = nn.Linear(mels, d)
         self.context_blocks = _stack(cfg, cfg.context_layers)
         self.no_context = nn.Parameter(torch.zeros(d))  # the pooled code of "no previous segment"
@@ -213,6 +224,9 @@ class FrameNet(nn.Module):
         self.head = (
             Head2d(d, mels, cfg.denoise_2d, cfg.denoise_2d_layers) if cfg.denoise_2d else None
         )
+        self.style = nn.Embedding(len(cfg.styles), d) if cfg.styles else None
+        if self.style is not None:
+            nn.init.zeros_(self.style.weight)  # a model resumed with styles starts unchanged
 
     def encode_context(self, context: Tensor, context_mask: Tensor) -> Tensor:
         """(B, 256, 128) scaled previous mel, (B, 256) bool valid frames → (B, D)."""
@@ -225,11 +239,18 @@ class FrameNet(nn.Module):
         has = context_mask.any(1, keepdim=True)
         return torch.where(has, pooled, self.no_context.to(h.dtype).expand_as(pooled))
 
-    def encode(self, grid: Tensor, context: Tensor, context_mask: Tensor) -> FrameCond:
+    def encode(
+        self, grid: Tensor, context: Tensor, context_mask: Tensor, style: Tensor | None = None
+    ) -> FrameCond:
         """Run once per segment: note grid (B, T, S, 5), context (B, 256, 128) in [-1, 1] and its
-        mask (B, 256) → the prior mel and the codes the denoiser steps reuse."""
+        mask (B, 256), style (B,) int64 indices into ``FrameConfig.styles`` (None = the first)
+        → the prior mel and the codes the denoiser steps reuse."""
         c = self.encode_context(context, context_mask)  # (B, D)
-        h = self.notes(grid)  # (B, T, D)
+        if self.style is not None:
+            if style is None:
+                style = torch.zeros(c.shape[0], dtype=torch.long, device=c.device)
+            c = c + self.style(style.to(c.device)).to(c.dtype)
+        h = self.notes(grid, style)  # (B, T, D)
         cp = self.cond_prior(c)
         for blk in self.prior_blocks:
             h = blk(h, cp)

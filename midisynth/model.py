@@ -113,6 +113,10 @@ class FrameConfig:
     # per-bin texture; a few local 3×3 convolutions over the noisy mel do that cheaply.
     denoise_2d: int = 0
     denoise_2d_layers: int = 3
+    # Timbre styles the model is told, e.g. the SoundFonts of its training audio (a learned code
+    # each, added to the context code; the first is the default). Trained on two GM SoundFonts
+    # without it, the model can only render their average timbre; () = no style input.
+    styles: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

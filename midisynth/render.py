@@ -69,6 +69,10 @@ class RenderOptions:
     # CUDA: each denoising step replayed as a CUDA graph (cudagraph.py: the same numbers, far fewer
     # kernel launches); ignored (eager steps) on other devices.
     cuda_graphs: bool = False
+    # Timbre style of a model trained with several (FrameNet ``FrameConfig.styles``, e.g. the
+    # SoundFonts of its training audio): a name, case-insensitive, or an unambiguous prefix of one
+    # ("musescore"); None = the model's first.
+    style: str | None = None
 
     def n_steps(self) -> int:
         return (
@@ -104,9 +108,32 @@ def with_model_defaults(options: RenderOptions, model: LoadedModel) -> RenderOpt
     return dataclasses.replace(options, sampler=sampler, steps=steps)
 
 
+def style_index(model: LoadedModel, style: str | None) -> int:
+    """Index of ``style`` among the model's styles (``RenderOptions.style``; None = 0)."""
+    return match_style(list(model.config.frame.styles) if model.config.frame else [], style)
+
+
+def match_style(styles: Sequence[str], style: str | None) -> int:
+    """Index of ``style`` in ``styles``: the name, case-insensitive, or an unambiguous prefix;
+    None = 0. ValueError (one line) for a name that matches none or several, or no styles."""
+    if style is None:
+        return 0
+    if not styles:
+        raise ValueError(f"--style {style}: this model has no styles to choose from")
+    want = style.lower()
+    exact = [i for i, s in enumerate(styles) if s.lower() == want]
+    hits = exact or [i for i, s in enumerate(styles) if s.lower().startswith(want)]
+    if len(hits) != 1:
+        what = "matches several" if hits else "is not one"
+        raise ValueError(f"--style {style} {what} of this model's styles: {', '.join(styles)}")
+    return hits[0]
+
+
 def check_options(options: RenderOptions, model: LoadedModel) -> None:
     """ValueError (one line) now for sampling settings ``model`` cannot use (e.g. ``ddpm`` on a
-    frame model, which starts part-way from its prior), not once per file after the work began."""
+    frame model, which starts part-way from its prior) or a style it lacks, not once per file
+    after the work began."""
+    style_index(model, options.style)
     options = with_model_defaults(options, model)
     diffusion.check_settings(
         options.sampler or DEFAULT_SAMPLER,
@@ -348,8 +375,9 @@ def _sample_frame_segment(
         raise ValueError(f"{model.name} has no unconditional mode: use guidance 1")
     net, dev = model.model, model.device
     start = options.start if options.start is not None else 1.0
+    style = torch.full((grids.shape[0],), style_index(model, options.style), device=dev)
     with torch.inference_mode():
-        cond = net.encode(grids.to(dev), context, mask)
+        cond = net.encode(grids.to(dev), context, mask, style)
         noise = diffusion.initial_noise(tuple(cond.prior.shape), list(generators), dev)
         tau = torch.full((noise.shape[0],), start, device=dev)
         x_init = diffusion.q_sample(cond.prior.clamp(-1, 1), tau, noise)

@@ -33,6 +33,7 @@ from .framenet import build_model
 from .metrics import energy_correlation
 from .model import FrameConfig, ModelConfig
 from .programs import get_program_map
+from .synth import pick_soundfont
 from .train import _load_state, _save_state, hardware
 
 SEG = audio.SEGMENT_FRAMES
@@ -91,6 +92,7 @@ class FrameBatch:
     context: torch.Tensor  # (B, 256, 128) float32 in [-1, 1]
     context_mask: torch.Tensor  # (B, 256) bool
     target: torch.Tensor  # (B, 256, 128) float32 in [-1, 1]
+    style: torch.Tensor  # (B,) int64 index into FrameConfig.styles (0 when the model has none)
 
     def to(self, device: torch.device) -> FrameBatch:
         return FrameBatch(*(t.to(device, non_blocking=True) for t in dataclasses.astuple(self)))
@@ -105,11 +107,13 @@ class FrameSampler:
         program_map: str,
         slots: int = notegrid.SLOTS,
         context_drop: float = 0.1,
+        styles: Sequence[int] | None = None,
     ) -> None:
         if not pieces:
             raise ValueError("no pieces to sample from")
         table = get_program_map(program_map).table
         self.pieces = list(pieces)
+        self.styles = list(styles) if styles is not None else [0] * len(self.pieces)
         self.notes = [notegrid.map_programs(p.notes, table) for p in self.pieces]
         self.slots, self.context_drop = slots, context_drop
         w = np.array([data.num_segments_shifted(p, SEG // 2) for p in self.pieces], np.float64)
@@ -133,7 +137,7 @@ class FrameSampler:
         notes = self.notes[i].copy()
         notes[:, :2] += k / audio.FRAME_RATE
         grid = notegrid.note_grid(notes, lo, SEG, self.slots)
-        return grid, context, mask, target
+        return grid, context, mask, target, np.int64(self.styles[i])
 
     def batch(self, rng: np.random.Generator, size: int, drop: bool | None = None) -> FrameBatch:
         cols = list(zip(*(self.example(rng, drop) for _ in range(size)), strict=True))
@@ -146,12 +150,33 @@ class FrameSampler:
         return [self.batch(rng, size) for _ in range(pool)]
 
 
+def piece_styles(
+    pieces: Sequence[cache.Piece], fonts: Sequence[str], styles: Sequence[str]
+) -> list[int] | None:
+    """Each piece's index into the model's ``styles`` (None when the model has none): the stem
+    of the SoundFont the cache rendered it with (``synth.pick_soundfont`` over the cache's
+    ``soundfonts``, as ``cache`` chose it), or ``recorded`` for paired audio."""
+    if not styles:
+        return None
+    out = []
+    for p in pieces:
+        font = pick_soundfont(p.name, fonts) if fonts else None
+        name = "recorded" if p.source == "paired" else Path(font or "").stem
+        if name not in styles:
+            raise ValueError(
+                f"piece {p.name} is in style {name or '(no SoundFont recorded in the cache)'!r}, "
+                f"not among the model's styles {list(styles)}"
+            )
+        out.append(list(styles).index(name))
+    return out
+
+
 # ---- Loss and validation ------------------------------------------------------------------------
 
 
 def frame_losses(model, b: FrameBatch, tau: torch.Tensor, noise: torch.Tensor, cond=None) -> tuple:
     """(prior L1, v L1), each (B,) float32; ``cond``: the batch's ``encode`` if already made."""
-    cond = cond if cond is not None else model.encode(b.grid, b.context, b.context_mask)
+    cond = cond if cond is not None else model.encode(b.grid, b.context, b.context_mask, b.style)
     prior_l1 = (cond.prior - b.target).abs().mean(dim=(1, 2))
     z = diffusion.q_sample(b.target, tau, noise)
     alpha, sigma = (s.view(-1, 1, 1) for s in diffusion.alpha_sigma(tau.float()))
@@ -175,7 +200,7 @@ def velocity_hinge(model, b: FrameBatch, prior: torch.Tensor, rng: torch.Generat
     vel = grid[..., 2].long()
     delta = int(torch.randint(4, 25, (1,), generator=rng))
     grid[..., 2] = torch.where(vel > 0, (vel + delta).clamp(max=127), vel).to(grid.dtype)
-    louder = model.encode(grid, b.context, b.context_mask).prior
+    louder = model.encode(grid, b.context, b.context_mask, b.style).prior
     e0, e1 = (torch.logsumexp(audio.unscale(x.clamp(-1, 1)), -1) for x in (prior, louder))
     live = ((vel > 0) & (vel < 127)).any(-1).to(e0.dtype)  # (B, T) frames whose notes got louder
     gap = torch.relu(e0 - e1 + 0.005 * delta) * live
@@ -193,7 +218,7 @@ def validate(model, val: FrameBatch, chunk: int = 16) -> dict[str, float]:
         b = FrameBatch(*(t[i : i + chunk] for t in dataclasses.astuple(val)))
         tau = torch.linspace(0.05, 0.95, b.target.shape[0], device=b.target.device)
         noise = torch.randn(b.target.shape, generator=gen).to(b.target.device)
-        cond = model.encode(b.grid, b.context, b.context_mask)  # once: losses and prior
+        cond = model.encode(b.grid, b.context, b.context_mask, b.style)  # once: losses, prior
         _, v = frame_losses(model, b, tau, noise, cond)
         priors.append(cond.prior)
         v_l1.append(v)
@@ -309,13 +334,21 @@ def _start(cfg: FrameTrainConfig, log) -> _Run:
     if resumed_opt:
         ema.load_state_dict(weights.load_model(cfg.resume).model.state_dict())
         ema.to(device)
-    slots = model.frame.slots
-    train_set = FrameSampler(
-        cache.load_cache(cfg.data, "train"), program_map, slots, cfg.context_drop
-    )
-    val_set = FrameSampler(cache.load_cache(cfg.data, "val"), program_map, slots)
-    val = val_set.batch(np.random.default_rng(1234), cfg.val_examples, drop=False).to(device)
+    slots, styles = model.frame.slots, model.frame.styles
     index = Path(cfg.data) / "index.json"
+    fonts = (json.loads(index.read_text()).get("settings") or {}).get("soundfonts") or []
+    train_pieces, val_pieces = (cache.load_cache(cfg.data, split) for split in ("train", "val"))
+    train_set = FrameSampler(
+        train_pieces,
+        program_map,
+        slots,
+        cfg.context_drop,
+        piece_styles(train_pieces, fonts, styles),
+    )
+    val_set = FrameSampler(
+        val_pieces, program_map, slots, styles=piece_styles(val_pieces, fonts, styles)
+    )
+    val = val_set.batch(np.random.default_rng(1234), cfg.val_examples, drop=False).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     hours = sum(p.seconds for p in train_set.pieces) / 3600
     log(
@@ -426,7 +459,7 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
             g["lr"] = lr
         tau = sample_tau(b.target.shape[0], cfg, device)
         with autocast:  # bf16 on CUDA; the losses are taken in float32 (outputs are .float())
-            cond = model.encode(b.grid, b.context, b.context_mask)
+            cond = model.encode(b.grid, b.context, b.context_mask, b.style)
             prior_l1, v_l1 = frame_losses(model, b, tau, torch.randn_like(b.target), cond)
             loss = cfg.prior_weight * prior_l1.mean() + v_l1.mean()
             if cfg.monotone_weight:

@@ -409,18 +409,21 @@ RELEASED_SETTINGS: dict[str, Any] = {"codec": {"num_velocity_bins": 1}, "program
 def model_settings(name_or_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """What a model expects, read from its config.json only (no weights, no download): the token
     ``codec`` and ``program_map``; ``frame``, whether it is a FrameNet (no unconditional mode,
-    sampled part-way from its prior); its own ``sampling`` defaults ({} if none). The released
+    sampled part-way from its prior); its ``styles`` ([] if none); its own ``sampling`` defaults
+    ({} if none). The released
     model's settings for the official entry, built-in models and diffusers-layout folders."""
     from .official import is_diffusers_layout
 
     name, path, entry = resolve(name_or_path)
     if path is None or is_diffusers_layout(path) or not (path / CONFIG_FILE).is_file():
-        return {**RELEASED_SETTINGS, "frame": False, "sampling": {}}
+        return {**RELEASED_SETTINGS, "frame": False, "styles": [], "sampling": {}}
     meta = read_json(path / CONFIG_FILE)
+    frame = (meta.get("model") or {}).get("frame")
     return {
         "codec": meta.get("codec") or RELEASED_SETTINGS["codec"],
         "program_map": meta.get("program_map", "slakh"),
-        "frame": bool((meta.get("model") or {}).get("frame")),
+        "frame": bool(frame),
+        "styles": list((frame or {}).get("styles") or []),
         "sampling": dict(meta.get("sampling") or {}),
     }
 

@@ -147,6 +147,7 @@ def test_bad_flags_one_line_error(tmp_path, args, message):
         (["--sampler", "dpmpp-2m"], "needs a cosine-schedule one: dpmpp-2m-cosine, "),
         (["--sampler", "ddim"], "τ = 0.5"),
         (["--guidance", "2"], "guidance ≠ 1 needs an unconditional mode"),
+        (["--style", "musescore"], "--style musescore: this model has no styles to choose from"),
     ],
 )
 def test_settings_a_model_cannot_use_fail_before_any_file_is_read(

@@ -397,10 +397,69 @@ def test_velocity_hinge_trains_and_penalises_a_quieter_louder_note(cache, tmp_pa
     grid = torch.zeros(1, 256, 32, 5, dtype=torch.int16)
     grid[0, 10:100, 0] = torch.tensor([60, 0, 64, 5, 100], dtype=torch.int16)
     ctx, mask = torch.full((1, 256, 128), -1.0), torch.zeros(1, 256, dtype=torch.bool)
-    b = train_frame.FrameBatch(grid, ctx, mask, torch.zeros(1, 256, 128))
+    b = train_frame.FrameBatch(
+        grid, ctx, mask, torch.zeros(1, 256, 128), torch.zeros(1, dtype=torch.long)
+    )
     gen = torch.Generator().manual_seed(0)
     prior = model.encode(grid, ctx, mask).prior
     quiet = train_frame.velocity_hinge(model, b, prior, gen)
     assert torch.isfinite(quiet) and quiet >= 0
     # A "prior" far louder than what the raised velocities give must be penalised.
     assert train_frame.velocity_hinge(model, b, prior + 0.5, gen) > quiet
+
+
+def test_frame_styles_train_on_each_pieces_soundfont_and_render_by_name(tmp_path):
+    # Issue 19: a model trained on two SoundFonts is told which one each piece used, so it can
+    # render one of them (the first by default) rather than their average.
+    from midisynth import train_frame
+    from midisynth.render import style_index
+    from midisynth.synth import pick_soundfont
+
+    root = tmp_path / "cache"
+    root.mkdir()
+    notes = notes_to_array([Note(s, e, p, 100, 0, False, 0) for s, e, p in SONG])
+    fonts = ["/fonts/Bright.sf2", "/fonts/Dark.sf2"]
+    names = [f"procedural/{i:05d}" for i in range(6)]
+    pieces = [Piece(n, "procedural", mel_of(additive(SONG, 10.0)), notes) for n in names]
+    save_shard(root / "train-00000.npz", pieces)
+    save_shard(root / "val-00000.npz", pieces[:2])
+    index = {
+        "pieces": {"train": 6, "val": 2},
+        "settings": {"soundfonts": ["Bright.sf2", "Dark.sf2"]},
+    }
+    (root / "index.json").write_text(json.dumps(index))
+    want = [["Bright", "Dark"].index(pick_soundfont(n, fonts).split("/")[-1][:-4]) for n in names]
+    assert sorted(set(want)) == [0, 1]  # both fonts occur among these names
+    assert (
+        train_frame.piece_styles(pieces, index["settings"]["soundfonts"], ["Bright", "Dark"])
+        == want
+    )
+    assert train_frame.piece_styles(pieces, [], []) is None  # a model without styles
+    with pytest.raises(ValueError, match="not among the model's styles"):
+        train_frame.piece_styles(pieces, index["settings"]["soundfonts"], ["Bright"])
+
+    cfg = train_frame.FrameTrainConfig(
+        data=str(root),
+        out=str(tmp_path / "f"),
+        frame={"d_model": 32, "prior_layers": 1, "denoise_layers": 1, "context_layers": 1,
+               "styles": ["Bright", "Dark"]},
+        steps=3, batch_size=4, warmup_steps=1, val_every=3, val_examples=4, log_every=3,
+        max_minutes=None, threads=1,
+    )  # fmt: skip
+    out = train_frame.train(cfg, log=lambda *_: None)
+    loaded = weights.load_model(out)
+    assert loaded.config.frame.styles == ["Bright", "Dark"]
+    assert loaded.model.style.weight.abs().sum() > 0  # the codes were trained
+    assert [style_index(loaded, s) for s in (None, "bright", "DARK", "d")] == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="piano is not one of this model's styles: Bright, Dark"):
+        style_index(loaded, "piano")
+    assert loaded.model.notes.style.weight.abs().sum() > 0  # per-note codes trained too
+    midi = tmp_path / "song.mid"
+    make_midi(midi, SONG)
+    a, b = (render(loaded, midi, RenderOptions(tail=0.5, style=s)).mel for s in ("Bright", "Dark"))
+    assert not np.allclose(a, b)  # the style changes the sound
+    np.testing.assert_array_equal(a, render(loaded, midi, RenderOptions(tail=0.5)).mel)
+    # A model without styles refuses --style in one line, before any work.
+    plain = weights.load_model("tiny-random")
+    with pytest.raises(ValueError, match="this model has no styles"):
+        style_index(plain, "Dark")

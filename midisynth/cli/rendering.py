@@ -106,6 +106,14 @@ def render(
             "without its ONNX file: auto)."
         ),
     ] = None,
+    style: Annotated[
+        str | None,
+        typer.Option(
+            help="Timbre, for a model trained on several: frame-s knows FluidR3_GM (its "
+            "default) and MuseScore_General_Full, the SoundFonts of its training audio; a "
+            "prefix will do (--style musescore)."
+        ),
+    ] = None,
     sample_rate: Annotated[
         int,
         typer.Option(
@@ -222,6 +230,7 @@ class _Request:
     seed: int
     tail: float
     inverter: str | None
+    style: str | None
     sample_rate: int
     normalize: Normalize
     gain: float
@@ -302,12 +311,12 @@ def _check_flags(req: _Request) -> tuple[tuple, tuple]:
 
 
 def _check_sampling(req: _Request) -> None:
-    """--sampler, --steps and --guidance against the model, from its config.json alone (no
+    """--sampler, --steps, --guidance and --style against the model, from its config.json alone (no
     weights, no download, no MIDI file read): settings it cannot use exit with code 2 now, not
     once per file after loading. A frame model (FrameNet) starts part-way from its prior's mel,
     which only the cosine-schedule samplers can do, and has no unconditional mode to guide with."""
     from ..diffusion import check_settings
-    from ..render import DEFAULT_SAMPLER, FRAME_SAMPLING
+    from ..render import DEFAULT_SAMPLER, FRAME_SAMPLING, match_style
     from ..weights import ModelError, model_settings, resolve
 
     try:
@@ -326,6 +335,7 @@ def _check_sampling(req: _Request) -> None:
             guidance=req.guidance,
             unconditional=not settings["frame"],
         )
+        match_style(settings["styles"], req.style)
     except ValueError as e:
         fail(f"model {name}: {e}", 2)
 
@@ -354,6 +364,7 @@ def _plan(req: _Request, swaps: tuple, tracks: tuple):
         seed=req.seed,
         tail=req.tail,
         inverter=req.inverter,
+        style=req.style,
         program_swaps=swaps,
         track_programs=tracks,
         drums=not req.no_drums,

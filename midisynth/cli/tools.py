@@ -505,6 +505,10 @@ def evaluate(
             "ground-truth-encoded rows (default: the model's)."
         ),
     ] = None,
+    style: Annotated[
+        str | None,
+        typer.Option(help="Timbre style, for a model trained on several (see render --help)."),
+    ] = None,
 ) -> None:
     """Score renders against reference audio: mel L1, LSD, transcription F1, Fréchet distance.
 
@@ -528,6 +532,7 @@ def evaluate(
         transcription=transcription,
         max_seconds=max_seconds,
         inverter=inverter,
+        style=style,
         console=err,
     )
     raise typer.Exit(code)
