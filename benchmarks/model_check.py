@@ -54,9 +54,12 @@ def baselines(args, ref: torch.Tensor, dev: torch.device) -> dict:
 def check_frame_model(m, val, args, dev: torch.device) -> int:
     """FrameNet: the same fixed examples as training validates on (seed 1234), the prior's mel
     alone and each SAMPLER:STEPS@START setting (shallow diffusion from the prior)."""
-    from midisynth.train_frame import FrameSampler
+    from midisynth.train_frame import FrameSampler, piece_styles
 
-    sampler = FrameSampler(val, m.program_map, m.config.frame.slots)
+    index = json.loads((Path(args.cache) / "index.json").read_text())
+    fonts = (index.get("settings") or {}).get("soundfonts") or []
+    styles = piece_styles(val, fonts, m.config.frame.styles)  # each piece's own SoundFont
+    sampler = FrameSampler(val, m.program_map, m.config.frame.slots, styles=styles)
     b = sampler.batch(np.random.default_rng(1234), args.examples, drop=False)
     ref = audio.unscale(b.target.float()).to(dev)
     out: dict = {"model": str(args.model), "examples": args.examples}
@@ -65,7 +68,9 @@ def check_frame_model(m, val, args, dev: torch.device) -> int:
     net = m.model.eval()
     with torch.inference_mode():
         t0 = time.perf_counter()
-        cond = net.encode(b.grid.to(dev), b.context.to(dev), b.context_mask.to(dev))
+        cond = net.encode(
+            b.grid.to(dev), b.context.to(dev), b.context_mask.to(dev), b.style.to(dev)
+        )
         out["settings"]["prior"] = score(audio.unscale(cond.prior.clamp(-1, 1)), ref, t0)
         for spec in args.frame_settings.split(","):
             sampler_name, rest = spec.split(":")

@@ -24,7 +24,7 @@ from typing import Any
 
 from .midi import read_midi
 from .programs import parse_program, program_name
-from .render import RenderOptions, apply_programs, check_duration, render
+from .render import RenderOptions, apply_programs, check_duration, render, style_index
 
 ID = re.compile(r"^[0-9a-f]{32}$")  # upload and render ids: generated, never a client's path
 STOP_S = 4.0  # on closing: how long a running render may take to reach its next segment
@@ -139,18 +139,25 @@ class Studio:
 
     # -- renders ---------------------------------------------------------------------------------
     def render_options(self, opts: dict[str, Any]) -> RenderOptions:
-        """The page's choices as RenderOptions; ValueError (one line) for a bad program."""
+        """The page's choices as RenderOptions; ValueError (one line) for a bad program or a
+        style the model lacks (``style``: as ``render --style``)."""
         tracks = tuple((int(t), parse_program(str(p))) for t, p in opts.get("tracks", {}).items())
         swaps = tuple(
             (parse_program(str(a)), parse_program(str(b)))
             for a, b in opts.get("programs", {}).items()
         )
-        return RenderOptions(
+        style = opts.get("style")
+        if style is not None and not isinstance(style, str):
+            raise ValueError("style must be a string")
+        options = RenderOptions(
             track_programs=tracks,
             program_swaps=swaps,
             drums=bool(opts.get("drums", True)),
             max_duration=self.limits.max_duration,
+            style=style or None,
         )
+        style_index(self.model, options.style)
+        return options
 
     def submit(self, upload: str, options: dict[str, Any]) -> RenderJob:
         """Queue a render of an upload: KeyError if unknown, ``Refused`` when full or stopping."""

@@ -110,6 +110,10 @@ def test_render_refuses_unknown_ids_and_programs(client):
     song = _upload(client, EXAMPLES / "band.mid").json()
     r = client.post("/api/render", json={"id": song["id"], "tracks": {"1": "kazoo-trumpet"}})
     assert r.status_code == 400 and "kazoo" in r.json()["error"]
+    # A style the model lacks (this one has none) is refused before it is queued.
+    r = client.post("/api/render", json={"id": song["id"], "style": "musescore"})
+    assert r.status_code == 400 and "has no styles" in r.json()["error"]
+    assert client.post("/api/render", json={"id": song["id"], "style": 3}).status_code == 400
 
 
 def test_queue_positions(client):
