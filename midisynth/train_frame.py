@@ -69,6 +69,9 @@ class FrameTrainConfig:
     # — the levels rendering starts from (shallow diffusion from the prior) — the rest U[0, 1).
     tau_focus: float = 0.0
     tau_focus_max: float = 0.5
+    # Weight of ``sharpness_l1`` (time and mel-bin differences of the prior and of the denoiser's
+    # x0 against the target's); 0 = off. Counters the blur of the L1 regression.
+    sharp_weight: float = 0.0
     # Louder must never sound quieter: weight of a hinge on the prior's frame energy when every
     # note's velocity is raised (``velocity_hinge``); 0 = off. Costs a second prior pass per step.
     monotone_weight: float = 0.0
@@ -174,15 +177,32 @@ def piece_styles(
 # ---- Loss and validation ------------------------------------------------------------------------
 
 
-def frame_losses(model, b: FrameBatch, tau: torch.Tensor, noise: torch.Tensor, cond=None) -> tuple:
-    """(prior L1, v L1), each (B,) float32; ``cond``: the batch's ``encode`` if already made."""
+def sharpness_l1(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,) L1 between the differences of two (B, T, 128) mels along time and along mel bins: a
+    blurred mel (the L1 regression's median) has flatter differences than the real one, so this
+    asks for the reference's onsets, decays and harmonic peaks-to-valleys, not only its level."""
+    out = 0
+    for dim in (1, 2):
+        out = out + (x.diff(dim=dim) - target.diff(dim=dim)).abs().mean(dim=(1, 2))
+    return out
+
+
+def frame_losses(
+    model, b: FrameBatch, tau: torch.Tensor, noise: torch.Tensor, cond=None, sharp: bool = False
+) -> tuple:
+    """(prior L1, v L1), each (B,) float32; ``cond``: the batch's ``encode`` if already made.
+    With ``sharp``, a third (B,): ``sharpness_l1`` of the prior and of the denoiser's x0."""
     cond = cond if cond is not None else model.encode(b.grid, b.context, b.context_mask, b.style)
     prior_l1 = (cond.prior - b.target).abs().mean(dim=(1, 2))
     z = diffusion.q_sample(b.target, tau, noise)
     alpha, sigma = (s.view(-1, 1, 1) for s in diffusion.alpha_sigma(tau.float()))
     v = alpha * noise - sigma * b.target
-    v_l1 = (model(z, tau, cond) - v).abs().mean(dim=(1, 2))
-    return prior_l1, v_l1
+    v_pred = model(z, tau, cond)
+    v_l1 = (v_pred - v).abs().mean(dim=(1, 2))
+    if not sharp:
+        return prior_l1, v_l1
+    x0 = alpha * z - sigma * v_pred  # the denoiser's estimate of the clean mel
+    return prior_l1, v_l1, sharpness_l1(cond.prior, b.target) + sharpness_l1(x0, b.target)
 
 
 def sample_tau(n: int, cfg: FrameTrainConfig, device: torch.device) -> torch.Tensor:
@@ -381,7 +401,12 @@ def _save(run: _Run, step: int, final: bool, log) -> None:
         "examples_seen": step * cfg.batch_size,
         "loss": "L1(prior, x0) + L1 on v, continuous cosine tau ~ U[0,1)"
         + (f", {cfg.tau_focus:.0%} of it tau ~ U[0,{cfg.tau_focus_max})" if cfg.tau_focus else "")
-        + (f" + {cfg.monotone_weight} x velocity hinge" if cfg.monotone_weight else ""),
+        + (f" + {cfg.monotone_weight} x velocity hinge" if cfg.monotone_weight else "")
+        + (
+            f" + {cfg.sharp_weight} x sharpness L1 (time/bin differences)"
+            if cfg.sharp_weight
+            else ""
+        ),
         "data": {
             "cache": str(cfg.data),
             **{k: run.data_info.get(k) for k in ("pieces", "hours", "hours_by_source", "settings")},
@@ -460,8 +485,13 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
         tau = sample_tau(b.target.shape[0], cfg, device)
         with autocast:  # bf16 on CUDA; the losses are taken in float32 (outputs are .float())
             cond = model.encode(b.grid, b.context, b.context_mask, b.style)
-            prior_l1, v_l1 = frame_losses(model, b, tau, torch.randn_like(b.target), cond)
+            losses = frame_losses(
+                model, b, tau, torch.randn_like(b.target), cond, sharp=bool(cfg.sharp_weight)
+            )
+            prior_l1, v_l1 = losses[:2]
             loss = cfg.prior_weight * prior_l1.mean() + v_l1.mean()
+            if cfg.sharp_weight:
+                loss = loss + cfg.sharp_weight * losses[2].mean()
             if cfg.monotone_weight:
                 loss = loss + cfg.monotone_weight * velocity_hinge(model, b, cond.prior, hinge_rng)
         opt.zero_grad(set_to_none=True)

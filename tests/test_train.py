@@ -444,10 +444,14 @@ def test_frame_styles_train_on_each_pieces_soundfont_and_render_by_name(tmp_path
         frame={"d_model": 32, "prior_layers": 1, "denoise_layers": 1, "context_layers": 1,
                "styles": ["Bright", "Dark"]},
         steps=3, batch_size=4, warmup_steps=1, val_every=3, val_examples=4, log_every=3,
-        max_minutes=None, threads=1,
+        max_minutes=None, threads=1, sharp_weight=0.5,
     )  # fmt: skip
     out = train_frame.train(cfg, log=lambda *_: None)
     loaded = weights.load_model(out)
+    assert (
+        "sharpness L1"
+        in json.loads((out / "config.json").read_text())["training"]["runs"][0]["loss"]
+    )
     assert loaded.config.frame.styles == ["Bright", "Dark"]
     assert loaded.model.style.weight.abs().sum() > 0  # the codes were trained
     assert [style_index(loaded, s) for s in (None, "bright", "DARK", "d")] == [0, 0, 1, 1]
@@ -463,3 +467,18 @@ def test_frame_styles_train_on_each_pieces_soundfont_and_render_by_name(tmp_path
     plain = weights.load_model("tiny-random")
     with pytest.raises(ValueError, match="this model has no styles"):
         style_index(plain, "Dark")
+
+
+def test_sharpness_loss_prefers_the_real_texture_to_its_blur():
+    # Issue 19: the L1 regression's blurred mel scores as well as real texture on L1 of levels;
+    # the differences along time and along mel bins tell them apart.
+    from midisynth.train_frame import sharpness_l1
+
+    gen = torch.Generator().manual_seed(0)
+    target = torch.randn(2, 256, 128, generator=gen).clamp(-1, 1)
+    blurred = torch.nn.functional.avg_pool1d(
+        target.transpose(1, 2), 5, stride=1, padding=2, count_include_pad=False
+    ).transpose(1, 2)
+    assert torch.equal(sharpness_l1(target, target), torch.zeros(2))
+    assert (sharpness_l1(blurred, target) > 0.5).all()
+    assert (sharpness_l1(target + 0.3, target).abs() < 1e-6).all()  # a level shift is not blur
