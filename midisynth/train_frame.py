@@ -215,10 +215,17 @@ def sample_tau(n: int, cfg: FrameTrainConfig, device: torch.device) -> torch.Ten
 
 def velocity_hinge(model, b: FrameBatch, prior: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     """Mean hinge (scalar) on frames with notes: the prior's log frame energy with every velocity
-    raised by δ ~ U{4..24} (clipped at 127) must exceed the original's by ≥ 0.005·δ nats."""
+    raised by δ ~ U{4..24} (clipped at 127) must exceed the original's by ≥ 0.005·δ nats. Half the
+    time both sides are moved to the top of the range first (every note at one velocity in
+    90..127−δ, then +δ), where real data has few notes and a louder note could go unchecked."""
     grid = b.grid.clone()
     vel = grid[..., 2].long()
     delta = int(torch.randint(4, 25, (1,), generator=rng))
+    if float(torch.rand(1, generator=rng)) < 0.5:
+        base = int(torch.randint(90, 128 - delta, (1,), generator=rng))
+        grid[..., 2] = torch.where(vel > 0, base, vel).to(grid.dtype)
+        prior = model.encode(grid.clone(), b.context, b.context_mask, b.style).prior
+        vel = grid[..., 2].long()
     grid[..., 2] = torch.where(vel > 0, (vel + delta).clamp(max=127), vel).to(grid.dtype)
     louder = model.encode(grid, b.context, b.context_mask, b.style).prior
     e0, e1 = (torch.logsumexp(audio.unscale(x.clamp(-1, 1)), -1) for x in (prior, louder))
