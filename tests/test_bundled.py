@@ -125,3 +125,22 @@ def test_readme_first_command_renders_the_example_offline(tmp_path, monkeypatch)
         assert sr == 16000 and np.abs(wave).max() > 1e-3
         level = 20 * np.log10(np.sqrt(np.mean(wave**2)))
         assert level > -30, (wav, level)  # --normalize loudness (-16 LUFS) is the default
+
+
+def test_run4_checkpoint_loads_and_renders_each_style(tmp_path):
+    # Issue 19: the style-coded run 4 is kept for resuming (not registered, not the default);
+    # it must stay a loadable model whose two styles sound different.
+    from midisynth.render import RenderOptions, render
+
+    folder = REPO / "checkpoints" / "frame-s-run4"
+    assert all(f.stat().st_size <= 15 * 2**20 for f in folder.iterdir())
+    assert not list(folder.glob("training_state*"))
+    model = weights.load_model(folder)
+    assert model.config.frame.styles == ["FluidR3_GM", "MuseScore_General_Full"]
+    song = REPO / "examples" / "piano_pedal.mid"
+    fluid, muse = (
+        render(model, song, RenderOptions(style=s, tail=0.0)).mel for s in (None, "musescore")
+    )
+    assert fluid.shape == muse.shape and np.isfinite(fluid).all()
+    assert np.abs(fluid - muse).mean() > 0.05  # a different timbre, not the same mel
+    assert folder.name not in weights.REGISTRY  # not a registered model
