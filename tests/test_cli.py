@@ -568,7 +568,8 @@ def test_stopped_render_leaves_nothing(tmp_path, signame):
     import signal
     import time
 
-    src = _long_midi(tmp_path / "long.mid")
+    # 10 minutes of music: a fast CPU rendered 2 minutes of tiny-random before the signal landed
+    src = _long_midi(tmp_path / "long.mid", 600)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     cmd = [sys.executable, "-m", "midisynth", "render", str(src), str(out_dir / "x.wav"), *FAST]
