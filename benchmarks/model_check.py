@@ -54,11 +54,10 @@ def baselines(args, ref: torch.Tensor, dev: torch.device) -> dict:
 def check_frame_model(m, val, args, dev: torch.device) -> int:
     """FrameNet: the same fixed examples as training validates on (seed 1234), the prior's mel
     alone and each SAMPLER:STEPS@START setting (shallow diffusion from the prior)."""
-    from midisynth.train_frame import FrameSampler, piece_styles
+    from midisynth.train_frame import FrameSampler, cache_index, piece_styles
 
-    index = json.loads((Path(args.cache) / "index.json").read_text())
-    fonts = (index.get("settings") or {}).get("soundfonts") or []
-    styles = piece_styles(val, fonts, m.config.frame.styles)  # each piece's own SoundFont
+    # each piece in its own SoundFont's style
+    styles = piece_styles(val, cache_index(args.cache), m.config.frame.styles)
     sampler = FrameSampler(val, m.program_map, m.config.frame.slots, styles=styles)
     b = sampler.batch(np.random.default_rng(1234), args.examples, drop=False)
     ref = audio.unscale(b.target.float()).to(dev)

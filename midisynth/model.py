@@ -114,8 +114,8 @@ class FrameConfig:
     denoise_2d: int = 0
     denoise_2d_layers: int = 3
     # Timbre styles the model is told, e.g. the SoundFonts of its training audio (a learned code
-    # each, added to the context code; the first is the default). Trained on two GM SoundFonts
-    # without it, the model can only render their average timbre; () = no style input.
+    # each, added to the context code and to every note's code; the first is the default).
+    # Trained on two GM SoundFonts without it, the model renders their average; [] = none.
     styles: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:

@@ -153,14 +153,21 @@ class FrameSampler:
         return [self.batch(rng, size) for _ in range(pool)]
 
 
+def cache_index(folder: str | Path) -> dict[str, Any]:
+    """A cache's ``index.json`` ({} for a cache without one)."""
+    path = Path(folder) / "index.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def piece_styles(
-    pieces: Sequence[cache.Piece], fonts: Sequence[str], styles: Sequence[str]
+    pieces: Sequence[cache.Piece], index: dict[str, Any], styles: Sequence[str]
 ) -> list[int] | None:
     """Each piece's index into the model's ``styles`` (None when the model has none): the stem
-    of the SoundFont the cache rendered it with (``synth.pick_soundfont`` over the cache's
-    ``soundfonts``, as ``cache`` chose it), or ``recorded`` for paired audio."""
+    of the SoundFont the cache rendered it with (``synth.pick_soundfont`` over the ``soundfonts``
+    of the cache's ``index`` settings, as ``cache`` chose it), or ``recorded`` for paired audio."""
     if not styles:
         return None
+    fonts = (index.get("settings") or {}).get("soundfonts") or []
     out = []
     for p in pieces:
         font = pick_soundfont(p.name, fonts) if fonts else None
@@ -224,7 +231,7 @@ def velocity_hinge(model, b: FrameBatch, prior: torch.Tensor, rng: torch.Generat
     if float(torch.rand(1, generator=rng)) < 0.5:
         base = int(torch.randint(90, 128 - delta, (1,), generator=rng))
         grid[..., 2] = torch.where(vel > 0, base, vel).to(grid.dtype)
-        prior = model.encode(grid.clone(), b.context, b.context_mask, b.style).prior
+        prior = model.encode(grid, b.context, b.context_mask, b.style).prior
         vel = grid[..., 2].long()
     grid[..., 2] = torch.where(vel > 0, (vel + delta).clamp(max=127), vel).to(grid.dtype)
     louder = model.encode(grid, b.context, b.context_mask, b.style).prior
@@ -362,18 +369,17 @@ def _start(cfg: FrameTrainConfig, log) -> _Run:
         ema.load_state_dict(weights.load_model(cfg.resume).model.state_dict())
         ema.to(device)
     slots, styles = model.frame.slots, model.frame.styles
-    index = Path(cfg.data) / "index.json"
-    fonts = (json.loads(index.read_text()).get("settings") or {}).get("soundfonts") or []
+    index = cache_index(cfg.data)
     train_pieces, val_pieces = (cache.load_cache(cfg.data, split) for split in ("train", "val"))
     train_set = FrameSampler(
         train_pieces,
         program_map,
         slots,
         cfg.context_drop,
-        piece_styles(train_pieces, fonts, styles),
+        piece_styles(train_pieces, index, styles),
     )
     val_set = FrameSampler(
-        val_pieces, program_map, slots, styles=piece_styles(val_pieces, fonts, styles)
+        val_pieces, program_map, slots, styles=piece_styles(val_pieces, index, styles)
     )
     val = val_set.batch(np.random.default_rng(1234), cfg.val_examples, drop=False).to(device)
     n_params = sum(p.numel() for p in model.parameters())
@@ -390,7 +396,7 @@ def _start(cfg: FrameTrainConfig, log) -> _Run:
         writer.writeheader()
     return _Run(
         cfg, model, ema, opt, device, program_map, history, resumed_opt, train_set, val,
-        json.loads(index.read_text()) if index.is_file() else {}, n_params, log_file, writer, t0,
+        index, n_params, log_file, writer, t0,
         list(history.get("val", [])),
     )  # fmt: skip
 

@@ -430,13 +430,10 @@ def test_frame_styles_train_on_each_pieces_soundfont_and_render_by_name(tmp_path
     (root / "index.json").write_text(json.dumps(index))
     want = [["Bright", "Dark"].index(pick_soundfont(n, fonts).split("/")[-1][:-4]) for n in names]
     assert sorted(set(want)) == [0, 1]  # both fonts occur among these names
-    assert (
-        train_frame.piece_styles(pieces, index["settings"]["soundfonts"], ["Bright", "Dark"])
-        == want
-    )
-    assert train_frame.piece_styles(pieces, [], []) is None  # a model without styles
+    assert train_frame.piece_styles(pieces, index, ["Bright", "Dark"]) == want
+    assert train_frame.piece_styles(pieces, {}, []) is None  # a model without styles
     with pytest.raises(ValueError, match="not among the model's styles"):
-        train_frame.piece_styles(pieces, index["settings"]["soundfonts"], ["Bright"])
+        train_frame.piece_styles(pieces, index, ["Bright"])
 
     cfg = train_frame.FrameTrainConfig(
         data=str(root),
