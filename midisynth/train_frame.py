@@ -38,7 +38,6 @@ from .train import _load_state, _save_state, hardware
 
 SEG = audio.SEGMENT_FRAMES
 LOG_FIELDS = ("step", "elapsed_s", "lr", "loss", "prior_l1", "v_l1", "examples_per_s")
-VAL_FIELDS = ("step", "minutes", "prior_l1", "prior_corr", "v_l1")
 
 
 @dataclass
@@ -75,6 +74,14 @@ class FrameTrainConfig:
     # Louder must never sound quieter: weight of a hinge on the prior's frame energy when every
     # note's velocity is raised (``velocity_hinge``); 0 = off. Costs a second prior pass per step.
     monotone_weight: float = 0.0
+    # Refinement as rendering uses the denoiser: the prior's own mel noised to τ ~ U[refine_tau)
+    # and denoised once, scored against the target by L1 + ``texture_weight`` × ``texture_l1``;
+    # 0 = off. The L1 regression alone trains a denoiser that keeps the prior's blur; the texture
+    # term asks for the target's local variation (noise in, texture out) without asking where.
+    refine_weight: float = 0.0
+    texture_weight: float = 0.0
+    refine_tau_min: float = 0.05
+    refine_tau_max: float = 0.2
     val_every: int = 250
     val_examples: int = 64
     log_every: int = 25
@@ -194,6 +201,36 @@ def sharpness_l1(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def texture_l1(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,) L1 between the local standard deviations of two (B, T, 128) mels: along time over
+    windows of 4, 16 and 64 frames (per band) and along mel bins over 4 and 16 bins (per frame).
+    It asks for as much movement as the target has (onsets, tremolo, harmonic peaks and valleys)
+    and not for its exact place, so a denoiser may invent texture where it cannot know it."""
+    out = 0
+    for dim, sizes in ((1, (4, 16, 64)), (2, (4, 16))):
+        for w in sizes:
+            a, b = (t.unfold(dim, w, w).std(-1) for t in (x, target))
+            out = out + (a - b).abs().mean(dim=(1, 2))
+    return out / 5
+
+
+def refine_x0(
+    model, cond, tau: torch.Tensor, noise: torch.Tensor, detach: bool = True
+) -> torch.Tensor:
+    """(B, T, 128) the denoiser's x0 from the prior's mel noised to ``tau`` (B,), as rendering
+    starts (``render._sample_frame_segment``); the prior is detached unless ``detach`` is False."""
+    prior = cond.prior.clamp(-1, 1)
+    z = diffusion.q_sample(prior.detach() if detach else prior, tau, noise)
+    alpha, sigma = (s.view(-1, 1, 1) for s in diffusion.alpha_sigma(tau.float()))
+    return alpha * z - sigma * model(z, tau, cond)
+
+
+def sample_refine_tau(n: int, cfg: FrameTrainConfig, device: torch.device) -> torch.Tensor:
+    """(n,) noise levels for the refinement loss: U[refine_tau_min, refine_tau_max)."""
+    lo, hi = cfg.refine_tau_min, cfg.refine_tau_max
+    return lo + (hi - lo) * torch.rand(n, device=device)
+
+
 def frame_losses(
     model, b: FrameBatch, tau: torch.Tensor, noise: torch.Tensor, cond=None, sharp: bool = False
 ) -> tuple:
@@ -220,33 +257,44 @@ def sample_tau(n: int, cfg: FrameTrainConfig, device: torch.device) -> torch.Ten
     return torch.where(focus, tau * cfg.tau_focus_max, tau)
 
 
-def velocity_hinge(model, b: FrameBatch, prior: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """Mean hinge (scalar) on frames with notes: the prior's log frame energy with every velocity
-    raised by δ ~ U{4..24} (clipped at 127) must exceed the original's by ≥ 0.005·δ nats. Half the
-    time both sides are moved to the top of the range first (every note at one velocity in
-    90..127−δ, then +δ), where real data has few notes and a louder note could go unchecked."""
+def velocity_hinge(
+    model, b: FrameBatch, cond, rng: torch.Generator, refine: tuple | None = None
+) -> torch.Tensor:
+    """Mean hinge (scalar) on frames with notes: the log frame energy with every velocity raised
+    by δ ~ U{4..24} (clipped at 127) must exceed the original's by ≥ 0.005·δ nats — of the prior,
+    and with ``refine`` = (τ, noise) also of the denoiser's x0 from the noised prior (``refine_x0``,
+    the same τ and noise on both sides), since rendering hears the denoiser's level, not the
+    prior's. Half the time both sides are moved to the top of the range first (every note at one
+    velocity in 90..127−δ, then +δ), where real data has few notes and a louder note could go
+    unchecked."""
     grid = b.grid.clone()
     vel = grid[..., 2].long()
     delta = int(torch.randint(4, 25, (1,), generator=rng))
     if float(torch.rand(1, generator=rng)) < 0.5:
         base = int(torch.randint(90, 128 - delta, (1,), generator=rng))
         grid[..., 2] = torch.where(vel > 0, base, vel).to(grid.dtype)
-        prior = model.encode(grid, b.context, b.context_mask, b.style).prior
+        cond = model.encode(grid, b.context, b.context_mask, b.style)
         vel = grid[..., 2].long()
     grid[..., 2] = torch.where(vel > 0, (vel + delta).clamp(max=127), vel).to(grid.dtype)
-    louder = model.encode(grid, b.context, b.context_mask, b.style).prior
-    e0, e1 = (torch.logsumexp(audio.unscale(x.clamp(-1, 1)), -1) for x in (prior, louder))
-    live = ((vel > 0) & (vel < 127)).any(-1).to(e0.dtype)  # (B, T) frames whose notes got louder
-    gap = torch.relu(e0 - e1 + 0.005 * delta) * live
-    return gap.sum() / live.sum().clamp_min(1.0)
+    louder = model.encode(grid, b.context, b.context_mask, b.style)
+    pairs = [(cond.prior, louder.prior)]
+    if refine is not None:
+        pairs.append(tuple(refine_x0(model, c, *refine, detach=False) for c in (cond, louder)))
+    live = ((vel > 0) & (vel < 127)).any(-1).float()  # (B, T) frames whose notes got louder
+    total = 0
+    for quiet, loud in pairs:
+        e0, e1 = (torch.logsumexp(audio.unscale(x.float().clamp(-1, 1)), -1) for x in (quiet, loud))
+        total = total + (torch.relu(e0 - e1 + 0.005 * delta) * live).sum()
+    return total / live.sum().clamp_min(1.0)
 
 
 @torch.no_grad()
 def validate(model, val: FrameBatch, chunk: int = 16) -> dict[str, float]:
-    """Prior L1 and energy correlation, and v L1 on a fixed τ grid with fixed noise."""
+    """Prior L1 and energy correlation, v L1 on a fixed τ grid with fixed noise, and the L1 and
+    ``texture_l1`` of the denoiser's x0 from the prior noised to τ = 0.15 (rendering's start)."""
     model.eval()
     gen = torch.Generator().manual_seed(0)
-    priors, v_l1 = [], []
+    priors, v_l1, refined = [], [], []
     n = val.target.shape[0]
     for i in range(0, n, chunk):
         b = FrameBatch(*(t[i : i + chunk] for t in dataclasses.astuple(val)))
@@ -256,12 +304,16 @@ def validate(model, val: FrameBatch, chunk: int = 16) -> dict[str, float]:
         _, v = frame_losses(model, b, tau, noise, cond)
         priors.append(cond.prior)
         v_l1.append(v)
-    prior = torch.cat(priors)
+        noise = torch.randn(b.target.shape, generator=gen).to(b.target.device)
+        refined.append(refine_x0(model, cond, torch.full_like(tau, 0.15), noise).clamp(-1, 1))
+    prior, x0 = torch.cat(priors), torch.cat(refined)
     ref = audio.unscale(val.target)
     return {
         "prior_l1": float((audio.unscale(prior.clamp(-1, 1)) - ref).abs().mean()),
         "prior_corr": energy_correlation(audio.unscale(prior.clamp(-1, 1)), ref),
         "v_l1": float(torch.cat(v_l1).mean()),
+        "refine_l1": float((audio.unscale(x0) - ref).abs().mean()),
+        "refine_texture": float(texture_l1(x0, val.target).mean()),
     }
 
 
@@ -419,6 +471,12 @@ def _save(run: _Run, step: int, final: bool, log) -> None:
             f" + {cfg.sharp_weight} x sharpness L1 (time/bin differences)"
             if cfg.sharp_weight
             else ""
+        )
+        + (
+            f" + {cfg.refine_weight} x (L1 + {cfg.texture_weight} x texture L1) of the denoiser's"
+            f" x0 from the prior noised to tau ~ U[{cfg.refine_tau_min}, {cfg.refine_tau_max})"
+            if cfg.refine_weight
+            else ""
         ),
         "data": {
             "cache": str(cfg.data),
@@ -505,8 +563,18 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
             loss = cfg.prior_weight * prior_l1.mean() + v_l1.mean()
             if cfg.sharp_weight:
                 loss = loss + cfg.sharp_weight * losses[2].mean()
+            refine = None
+            if cfg.refine_weight:
+                refine = (sample_refine_tau(len(tau), cfg, device), torch.randn_like(b.target))
+                x0 = refine_x0(model, cond, *refine).float()
+                r = (x0 - b.target).abs().mean(dim=(1, 2))
+                if cfg.texture_weight:
+                    r = r + cfg.texture_weight * texture_l1(x0, b.target)
+                loss = loss + cfg.refine_weight * r.mean()
             if cfg.monotone_weight:
-                loss = loss + cfg.monotone_weight * velocity_hinge(model, b, cond.prior, hinge_rng)
+                loss = loss + cfg.monotone_weight * velocity_hinge(
+                    model, b, cond, hinge_rng, refine
+                )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

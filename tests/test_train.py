@@ -401,11 +401,16 @@ def test_velocity_hinge_trains_and_penalises_a_quieter_louder_note(cache, tmp_pa
         grid, ctx, mask, torch.zeros(1, 256, 128), torch.zeros(1, dtype=torch.long)
     )
     gen = torch.Generator().manual_seed(0)
-    prior = model.encode(grid, ctx, mask).prior
-    quiet = train_frame.velocity_hinge(model, b, prior, gen)
+    cond = model.encode(grid, ctx, mask)
+    quiet = train_frame.velocity_hinge(model, b, cond, torch.Generator().manual_seed(0))
     assert torch.isfinite(quiet) and quiet >= 0
     # A "prior" far louder than what the raised velocities give must be penalised.
-    assert train_frame.velocity_hinge(model, b, prior + 0.5, gen) > quiet
+    loud = dataclasses.replace(cond, prior=cond.prior + 0.5)
+    assert train_frame.velocity_hinge(model, b, loud, torch.Generator().manual_seed(0)) > quiet
+    # With ``refine`` the denoiser's x0 from the noised prior is held to it as well: its terms add.
+    refine = (torch.full((1,), 0.15), torch.randn(1, 256, 128, generator=gen))
+    both = train_frame.velocity_hinge(model, b, cond, torch.Generator().manual_seed(0), refine)
+    assert torch.isfinite(both) and both >= quiet
 
 
 def test_frame_styles_train_on_each_pieces_soundfont_and_render_by_name(tmp_path):
@@ -441,14 +446,15 @@ def test_frame_styles_train_on_each_pieces_soundfont_and_render_by_name(tmp_path
         frame={"d_model": 32, "prior_layers": 1, "denoise_layers": 1, "context_layers": 1,
                "styles": ["Bright", "Dark"]},
         steps=3, batch_size=4, warmup_steps=1, val_every=3, val_examples=4, log_every=3,
-        max_minutes=None, threads=1, sharp_weight=0.5,
+        max_minutes=None, threads=1, sharp_weight=0.5, refine_weight=1.0, texture_weight=2.0,
+        monotone_weight=1.0,
     )  # fmt: skip
     out = train_frame.train(cfg, log=lambda *_: None)
     loaded = weights.load_model(out)
-    assert (
-        "sharpness L1"
-        in json.loads((out / "config.json").read_text())["training"]["runs"][0]["loss"]
-    )
+    training = json.loads((out / "config.json").read_text())["training"]
+    assert "sharpness L1" in training["runs"][0]["loss"]
+    assert "2.0 x texture L1" in training["runs"][0]["loss"]
+    assert {"refine_l1", "refine_texture"} <= set(training["val"][-1])
     assert loaded.config.frame.styles == ["Bright", "Dark"]
     assert loaded.model.style.weight.abs().sum() > 0  # the codes were trained
     assert [style_index(loaded, s) for s in (None, "bright", "DARK", "d")] == [0, 0, 1, 1]
@@ -479,3 +485,23 @@ def test_sharpness_loss_prefers_the_real_texture_to_its_blur():
     assert torch.equal(sharpness_l1(target, target), torch.zeros(2))
     assert (sharpness_l1(blurred, target) > 0.5).all()
     assert (sharpness_l1(target + 0.3, target).abs() < 1e-6).all()  # a level shift is not blur
+
+
+def test_texture_loss_asks_for_movement_not_its_place():
+    # Issue 19: the denoiser may invent texture it cannot know: the local spread of the target
+    # counts, not where its peaks fall. A blur loses it; the same texture moved by one frame keeps
+    # it (while L1 would call that as far off as it can be).
+    from midisynth.train_frame import texture_l1
+
+    t, f = torch.arange(256).view(1, -1, 1), torch.arange(128).view(1, 1, -1)
+    pattern = 0.2 * (-1.0) ** (t + f)  # (1, 256, 128) a checkerboard of ±0.2
+    target = torch.tensor([-0.5, 0.1]).view(2, 1, 1) + pattern
+    blurred = torch.nn.functional.avg_pool1d(
+        target.transpose(1, 2), 5, stride=1, padding=2, count_include_pad=False
+    ).transpose(1, 2)
+    moved = target.roll(1, dims=1)
+    assert torch.equal(texture_l1(target, target), torch.zeros(2))
+    assert (texture_l1(blurred, target) > 0.1).all()
+    assert (texture_l1(moved, target).abs() < 1e-6).all()
+    assert ((moved - target).abs().mean(dim=(1, 2)) > 0.39).all()
+    assert (texture_l1(target + 0.3, target).abs() < 1e-6).all()  # a level shift is not texture
