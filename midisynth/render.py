@@ -73,6 +73,11 @@ class RenderOptions:
     # SoundFonts of its training audio): a name, case-insensitive, or an unambiguous prefix of one
     # ("musescore"); None = the model's first.
     style: str | None = None
+    # FrameNet: who sets each frame's loudness. "denoised": the sampler's output as it is;
+    # "prior": the denoised mel shifted, frame by frame (smoothed over 50 ms), to the prior's log
+    # energy, so the prior — whose velocity is a monotone gain — sets the level and the denoiser only
+    # the texture (louder notes never come out quieter); None = the model's config.json "sampling".
+    level: str | None = None
 
     def n_steps(self) -> int:
         return (
@@ -100,6 +105,8 @@ def with_model_defaults(options: RenderOptions, model: LoadedModel) -> RenderOpt
         own = FRAME_SAMPLING
     if options.start is None and model.config.frame is not None:
         options = dataclasses.replace(options, start=float(own.get("start", 1.0)))
+    if options.level is None and model.config.frame is not None:
+        options = dataclasses.replace(options, level=str(own.get("level", "denoised")))
     if options.sampler is not None:
         return options
     sampler = own.get("sampler", DEFAULT_SAMPLER)
@@ -135,6 +142,8 @@ def check_options(options: RenderOptions, model: LoadedModel) -> None:
     after the work began."""
     style_index(model, options.style)
     options = with_model_defaults(options, model)
+    if options.level is not None and options.level not in LEVELS:
+        raise ValueError(f"unknown level {options.level!r}; choose one of: {', '.join(LEVELS)}")
     diffusion.check_settings(
         options.sampler or DEFAULT_SAMPLER,
         options.steps,
@@ -393,7 +402,24 @@ def _sample_frame_segment(
             start=start,
             prediction_type=model.config.prediction_type,
         )
-    return audio.unscale(x0.float())
+        mel = audio.unscale(x0.float())
+        if options.level == "prior":
+            mel = mel + level_shift(audio.unscale(cond.prior.float().clamp(-1, 1)), mel)
+    return mel
+
+
+LEVELS = ("denoised", "prior")
+
+
+def level_shift(prior: torch.Tensor, mel: torch.Tensor, frames: int = 5) -> torch.Tensor:
+    """(B, T, 1) nats that bring each frame of ``mel`` (B, T, 128) to the log energy
+    (logsumexp over bins) of ``prior``, the difference smoothed over ``frames`` (a moving
+    average, edges repeated): the level follows the prior while the denoiser's frame-to-frame
+    texture is kept."""
+    d = torch.logsumexp(prior, -1) - torch.logsumexp(mel, -1)  # (B, T)
+    pad = frames // 2
+    d = torch.nn.functional.pad(d.unsqueeze(1), (pad, pad), mode="replicate")
+    return torch.nn.functional.avg_pool1d(d, frames, stride=1).transpose(1, 2)
 
 
 def _step(

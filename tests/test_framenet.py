@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -47,6 +48,44 @@ def test_render_length_seed_and_defaults(tiny_frame):
     assert np.isfinite(a.audio).all() and a.mel.shape[1] == 128
     with pytest.raises(ValueError, match="unconditional"):
         render(tiny_frame, EXAMPLES / "band.mid", RenderOptions(guidance=2.0))
+
+
+def test_level_shift_moves_each_frame_to_the_priors_energy_and_keeps_texture():
+    # Issue 19: with level "prior" the prior (monotone in velocity) sets each frame's loudness.
+    from midisynth.render import level_shift
+
+    gen = torch.Generator().manual_seed(0)
+    mel = torch.randn(2, 1, 128, generator=gen).expand(2, 256, 128) + 0.5  # a steady note
+    prior = 0.3 * torch.randn(2, 1, 128, generator=gen).expand(2, 256, 128).clone()
+    prior[:, 100:] += 2.0  # louder from frame 100 on
+    shifted = mel + level_shift(prior, mel)
+    energy = lambda x: torch.logsumexp(x, -1)  # noqa: E731
+    # A step is smoothed over 5 frames; away from it every frame lands on the prior's energy.
+    keep = torch.ones(256, dtype=torch.bool)
+    keep[97:103] = False
+    torch.testing.assert_close(energy(shifted)[:, keep], energy(prior)[:, keep], atol=0.02, rtol=0)
+    # Within a frame the shape (texture across bins) is the denoiser's, untouched.
+    torch.testing.assert_close(
+        shifted - shifted.mean(-1, keepdim=True), mel - mel.mean(-1, keepdim=True)
+    )
+
+
+def test_level_prior_is_a_sampling_setting(tiny_frame):
+    from midisynth.render import check_options, with_model_defaults
+
+    assert with_model_defaults(RenderOptions(), tiny_frame).level == "denoised"  # no "level" saved
+    tiny = dataclasses.replace(
+        tiny_frame,
+        meta={**tiny_frame.meta, "sampling": {**tiny_frame.meta["sampling"], "level": "prior"}},
+    )
+    assert with_model_defaults(RenderOptions(), tiny).level == "prior"
+    a = render(tiny, EXAMPLES / "band.mid", RenderOptions(tail=0.0))
+    b = render(tiny_frame, EXAMPLES / "band.mid", RenderOptions(tail=0.0, level="prior"))
+    c = render(tiny_frame, EXAMPLES / "band.mid", RenderOptions(tail=0.0))
+    np.testing.assert_array_equal(a.mel, b.mel)
+    assert np.isfinite(a.mel).all() and not np.allclose(a.mel, c.mel)
+    with pytest.raises(ValueError, match="unknown level 'loud'; choose one of: denoised, prior"):
+        check_options(RenderOptions(level="loud"), tiny_frame)
 
 
 def test_start_one_from_pure_noise_equals_plain_sampling():
