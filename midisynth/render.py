@@ -78,6 +78,11 @@ class RenderOptions:
     # energy, so the prior — whose velocity is a monotone gain — sets the level and the denoiser only
     # the texture (louder notes never come out quieter); None = the model's config.json "sampling".
     level: str | None = None
+    # FrameNet: standard deviation (nats) of a seeded Gaussian dither added to every bin of every
+    # frame of the rendered log-mel. A real short-time spectrum fluctuates from frame to frame
+    # (noise, beating partials, reverb); the denoiser's output is closer to its expectation, and
+    # the inverter then makes audio too steady. 0 = off; None = the model's config.json "sampling".
+    texture: float | None = None
 
     def n_steps(self) -> int:
         return (
@@ -107,6 +112,8 @@ def with_model_defaults(options: RenderOptions, model: LoadedModel) -> RenderOpt
         options = dataclasses.replace(options, start=float(own.get("start", 1.0)))
     if options.level is None and model.config.frame is not None:
         options = dataclasses.replace(options, level=str(own.get("level", "denoised")))
+    if options.texture is None and model.config.frame is not None:
+        options = dataclasses.replace(options, texture=float(own.get("texture", 0.0)))
     if options.sampler is not None:
         return options
     sampler = own.get("sampler", DEFAULT_SAMPLER)
@@ -144,6 +151,8 @@ def check_options(options: RenderOptions, model: LoadedModel) -> None:
     options = with_model_defaults(options, model)
     if options.level is not None and options.level not in LEVELS:
         raise ValueError(f"unknown level {options.level!r}; choose one of: {', '.join(LEVELS)}")
+    if options.texture is not None and not 0.0 <= options.texture <= MAX_TEXTURE:
+        raise ValueError(f"texture {options.texture:g} is outside 0 … {MAX_TEXTURE:g} nats")
     diffusion.check_settings(
         options.sampler or DEFAULT_SAMPLER,
         options.steps,
@@ -405,10 +414,14 @@ def _sample_frame_segment(
         mel = audio.unscale(x0.float())
         if options.level == "prior":
             mel = mel + level_shift(audio.unscale(cond.prior.float().clamp(-1, 1)), mel)
+        if options.texture:
+            noise = diffusion.initial_noise(tuple(mel.shape), list(generators), mel.device)
+            mel = mel + options.texture * noise.float()
     return mel
 
 
 LEVELS = ("denoised", "prior")
+MAX_TEXTURE = 2.0  # nats; more is no longer a texture but a different sound
 
 
 def level_shift(prior: torch.Tensor, mel: torch.Tensor, frames: int = 5) -> torch.Tensor:

@@ -88,6 +88,24 @@ def test_level_prior_is_a_sampling_setting(tiny_frame):
         check_options(RenderOptions(level="loud"), tiny_frame)
 
 
+def test_texture_dither_is_seeded_and_sized(tiny_frame):
+    from midisynth.render import check_options, with_model_defaults
+
+    assert with_model_defaults(RenderOptions(), tiny_frame).texture == 0.0
+    plain = render(tiny_frame, EXAMPLES / "band.mid", RenderOptions(tail=0.0))
+    a, b = (
+        render(tiny_frame, EXAMPLES / "band.mid", RenderOptions(tail=0.0, texture=0.3))
+        for _ in range(2)
+    )
+    np.testing.assert_array_equal(a.mel, b.mel)  # same seed, same dither
+    # The first segment has no context, so it differs from the plain render by the dither alone.
+    d = a.mel[:256] - plain.mel[:256]
+    assert abs(d.std() - 0.3) < 0.01 and abs(d.mean()) < 0.01
+    for bad in (-0.1, 5.0, float("nan")):
+        with pytest.raises(ValueError, match="texture .* is outside 0 … 2 nats"):
+            check_options(RenderOptions(texture=bad), tiny_frame)
+
+
 def test_start_one_from_pure_noise_equals_plain_sampling():
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     den = lambda x, t: 0.3 * x  # noqa: E731
