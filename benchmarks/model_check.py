@@ -53,7 +53,9 @@ def baselines(args, ref: torch.Tensor, dev: torch.device) -> dict:
 
 def check_frame_model(m, val, args, dev: torch.device) -> int:
     """FrameNet: the same fixed examples as training validates on (seed 1234), the prior's mel
-    alone and each SAMPLER:STEPS@START setting (shallow diffusion from the prior)."""
+    alone and each SAMPLER:STEPS@START setting (shallow diffusion from the prior), each finished
+    as rendering does (the model's ``level`` and ``texture``, ``render.finish_frame_mel``)."""
+    from midisynth.render import RenderOptions, finish_frame_mel, with_model_defaults
     from midisynth.train_frame import FrameSampler, cache_index, piece_styles
 
     # each piece in its own SoundFont's style
@@ -62,6 +64,8 @@ def check_frame_model(m, val, args, dev: torch.device) -> int:
     b = sampler.batch(np.random.default_rng(1234), args.examples, drop=False)
     ref = audio.unscale(b.target.float()).to(dev)
     out: dict = {"model": str(args.model), "examples": args.examples}
+    opts = with_model_defaults(RenderOptions(), m)
+    out["level"], out["texture"] = opts.level, opts.texture
     out["baselines"] = baselines(args, ref, dev)
     out["settings"] = {}
     net = m.model.eval()
@@ -89,7 +93,8 @@ def check_frame_model(m, val, args, dev: torch.device) -> int:
                 device=dev,
                 prediction_type=m.config.prediction_type,
             )
-            out["settings"][spec] = score(audio.unscale(x0.float()), ref, t0)
+            mel = finish_frame_mel(x0, cond.prior, opts, gen)  # the model's level and texture
+            out["settings"][spec] = score(mel, ref, t0)
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")

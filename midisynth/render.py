@@ -411,12 +411,24 @@ def _sample_frame_segment(
             start=start,
             prediction_type=model.config.prediction_type,
         )
-        mel = audio.unscale(x0.float())
-        if options.level == "prior":
-            mel = mel + level_shift(audio.unscale(cond.prior.float().clamp(-1, 1)), mel)
-        if options.texture:
-            noise = diffusion.initial_noise(tuple(mel.shape), list(generators), mel.device)
-            mel = mel + options.texture * noise.float()
+        return finish_frame_mel(x0, cond.prior, options, generators)
+
+
+def finish_frame_mel(
+    x0: torch.Tensor,
+    prior: torch.Tensor,
+    options: RenderOptions,
+    generators: Sequence[torch.Generator] | torch.Generator | None,
+) -> torch.Tensor:
+    """The sampler's x0 and the prior's mel (both (B, T, 128) scaled to [-1, 1]) → the rendered
+    log-mel (B, T, 128), float32 feature units, after ``options.level`` and ``options.texture``."""
+    mel = audio.unscale(x0.float())
+    if options.level == "prior":
+        mel = mel + level_shift(audio.unscale(prior.float().clamp(-1, 1)), mel)
+    if options.texture:
+        gens = list(generators) if isinstance(generators, Sequence) else generators
+        noise = diffusion.initial_noise(tuple(mel.shape), gens, mel.device)
+        mel = mel + options.texture * noise.float()
     return mel
 
 

@@ -127,20 +127,19 @@ def test_readme_first_command_renders_the_example_offline(tmp_path, monkeypatch)
         assert level > -30, (wav, level)  # --normalize loudness (-16 LUFS) is the default
 
 
-def test_run4_checkpoint_loads_and_renders_each_style(tmp_path):
-    # Issue 19: the style-coded run 4 is kept for resuming (not registered, not the default);
-    # it must stay a loadable model whose two styles sound different.
-    from midisynth.render import RenderOptions, render
+@needs_bundled
+def test_bundled_model_renders_each_style_and_sets_level_by_its_prior():
+    # Issue 19: the default model has a style code per training SoundFont (FluidR3_GM first) and
+    # renders with the prior setting each frame's level ("level": "prior") plus a texture dither.
+    from midisynth.render import RenderOptions, render, with_model_defaults
 
-    folder = REPO / "checkpoints" / "frame-s-run4"
-    assert all(f.stat().st_size <= 15 * 2**20 for f in folder.iterdir())
-    assert not list(folder.glob("training_state*"))
-    model = weights.load_model(folder)
+    model = weights.load_model(weights.DEFAULT_MODEL)
     assert model.config.frame.styles == ["FluidR3_GM", "MuseScore_General_Full"]
+    opts = with_model_defaults(RenderOptions(), model)
+    assert (opts.level, opts.texture) == ("prior", 0.3)
     song = REPO / "examples" / "piano_pedal.mid"
     fluid, muse = (
         render(model, song, RenderOptions(style=s, tail=0.0)).mel for s in (None, "musescore")
     )
     assert fluid.shape == muse.shape and np.isfinite(fluid).all()
     assert np.abs(fluid - muse).mean() > 0.05  # a different timbre, not the same mel
-    assert folder.name not in weights.REGISTRY  # not a registered model

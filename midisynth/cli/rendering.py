@@ -109,9 +109,9 @@ def render(
     style: Annotated[
         str | None,
         typer.Option(
-            help="Timbre, for a model trained on several (FrameConfig.styles, e.g. "
-            "checkpoints/frame-s-run4: FluidR3_GM, its default, or MuseScore_General_Full, the "
-            "SoundFonts of its training audio); a prefix will do (--style musescore)."
+            help="Timbre, for a model trained on several (FrameConfig.styles; frame-s: "
+            "FluidR3_GM, its default, or MuseScore_General_Full, the SoundFonts of its training "
+            "audio); a prefix will do (--style musescore)."
         ),
     ] = None,
     sample_rate: Annotated[
