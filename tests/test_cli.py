@@ -148,6 +148,7 @@ def test_bad_flags_one_line_error(tmp_path, args, message):
         (["--sampler", "ddim"], "τ = 0.5"),
         (["--guidance", "2"], "guidance ≠ 1 needs an unconditional mode"),
         (["--style", "musescore"], "--style musescore: this model has no styles to choose from"),
+        (["--texture", "3"], "--texture 3 is outside 0 … 2 nats"),
     ],
 )
 def test_settings_a_model_cannot_use_fail_before_any_file_is_read(
@@ -837,3 +838,22 @@ def test_cuda_graphs_flag_on_a_cpu_is_a_note_and_the_same_audio(tmp_path):
     assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
     h = run("render", "--help")
     assert "--cuda-graphs" in h.output and "free GPU memory" in " ".join(h.output.split())
+
+
+def test_texture_flag_reaches_a_frame_model_and_is_refused_elsewhere(tmp_path, tiny_frame_folder):
+    # Issue 19: the dither of the bundled model is one flag away from off (or stronger).
+    import soundfile as sf
+
+    song = str(EXAMPLES / "piano_pedal.mid")
+    model = ["-m", str(tiny_frame_folder), "--tail", "0", "--normalize", "none"]
+    outs = []
+    for i, extra in enumerate(([], ["--texture", "0.5"])):
+        out = tmp_path / f"o{i}.wav"
+        r = run("render", song, str(out), *model, *extra)
+        assert r.exit_code == 0, r.output
+        outs.append(sf.read(out)[0])
+    assert outs[0].shape == outs[1].shape and not np.allclose(outs[0], outs[1])
+    r = run("render", song, str(tmp_path / "x.wav"), *FAST, "--texture", "0.5")
+    assert r.exit_code == 2
+    assert "--texture applies to frame models (FrameNet) only" in one_line_error(r)
+    assert not (tmp_path / "x.wav").exists()

@@ -114,6 +114,14 @@ def render(
             "audio); a prefix will do (--style musescore)."
         ),
     ] = None,
+    texture: Annotated[
+        float | None,
+        typer.Option(
+            help="Frame models: standard deviation, in nats, of the seeded dither added to the "
+            "rendered log-mel (the frame-to-frame grain of a real spectrum). 0 = a smoother, "
+            "cleaner sound. Default: the model's own (frame-s: 0.3).",
+        ),
+    ] = None,
     sample_rate: Annotated[
         int,
         typer.Option(
@@ -231,6 +239,7 @@ class _Request:
     tail: float
     inverter: str | None
     style: str | None
+    texture: float | None
     sample_rate: int
     normalize: Normalize
     gain: float
@@ -316,7 +325,7 @@ def _check_sampling(req: _Request) -> None:
     once per file after loading. A frame model (FrameNet) starts part-way from its prior's mel,
     which only the cosine-schedule samplers can do, and has no unconditional mode to guide with."""
     from ..diffusion import check_settings
-    from ..render import DEFAULT_SAMPLER, FRAME_SAMPLING, match_style
+    from ..render import DEFAULT_SAMPLER, FRAME_SAMPLING, MAX_TEXTURE, match_style
     from ..weights import ModelError, model_settings, resolve
 
     try:
@@ -336,6 +345,10 @@ def _check_sampling(req: _Request) -> None:
             unconditional=not settings["frame"],
         )
         match_style(settings["styles"], req.style)
+        if req.texture is not None and not settings["frame"]:
+            raise ValueError("--texture applies to frame models (FrameNet) only")
+        if req.texture is not None and not 0.0 <= req.texture <= MAX_TEXTURE:
+            raise ValueError(f"--texture {req.texture:g} is outside 0 … {MAX_TEXTURE:g} nats")
     except ValueError as e:
         fail(f"model {name}: {e}", 2)
 
@@ -365,6 +378,7 @@ def _plan(req: _Request, swaps: tuple, tracks: tuple):
         tail=req.tail,
         inverter=req.inverter,
         style=req.style,
+        texture=req.texture,
         program_swaps=swaps,
         track_programs=tracks,
         drums=not req.no_drums,
