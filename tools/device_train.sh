@@ -16,7 +16,9 @@
 # Settings by environment: MINUTES (training wall time), RESUME (model folder to continue; default
 # weights/frame-s; "none" = a new model), FRAME (JSON FrameConfig overrides), BATCH (128), LR,
 # DATA_WORKERS (12 forked batch makers: one thread cannot feed a GPU), TAU_FOCUS, DEVICE (cuda;
-# cpu for a smoke run), DATA (/tmp/cache).
+# cpu for a smoke run), DATA (/tmp/cache), and run 5's losses (weights/frame-s/MODEL_CARD.md):
+# REFINE (1: the denoiser trained on the prior's noised mel), TEXTURE (6: its texture term),
+# MONOTONE (3: the velocity hinge on the prior and the denoised mel); 0 turns one off.
 set -euo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -32,6 +34,8 @@ args=(
   --val-every "${VAL_EVERY:-500}" --val-examples 64 --log-every "${LOG_EVERY:-50}"
   --checkpoint-minutes 3 --threads 4 --data-workers "${DATA_WORKERS:-12}"
   --tau-focus "${TAU_FOCUS:-0.7}" --frame "${FRAME:-{\}}"
+  --refine-weight "${REFINE:-1}" --texture-weight "${TEXTURE:-6}"
+  --monotone-weight "${MONOTONE:-3}"
 )
 RESUME=${RESUME:-weights/frame-s}
 if [ "$RESUME" != "none" ]; then
