@@ -7,7 +7,10 @@ random 0..255 frames, so targets see every phase of the music against the segmen
 grid (``notegrid.note_grid`` of the same notes, programs through the model's program map), and the
 real audio before it as context (none for segment 0; dropped with probability ``context_drop``, so
 the no-context code stays trained). The loss is L1(μ, x0) for the prior plus L1 on v for the
-denoiser at τ ~ U[0, 1) (continuous cosine schedule, ``diffusion.q_sample``). AdamW, warmup + cosine
+denoiser at τ ~ U[0, 1) (continuous cosine schedule, ``diffusion.q_sample``); optionally the
+denoiser also refines the prior's own noised mel, as rendering uses it, scored by L1 + a texture
+term (``--refine-weight``, ``--texture-weight``; ``texture_l1``), and a velocity hinge holds louder
+notes to louder output (``--monotone-weight``). AdamW, warmup + cosine
 decay, EMA weights saved, checkpoints every few minutes (EMA model + raw weights and optimizer
 moments, so a run resumes where it stopped).
 """
