@@ -151,8 +151,8 @@ def check_options(options: RenderOptions, model: LoadedModel) -> None:
     options = with_model_defaults(options, model)
     if options.level is not None and options.level not in LEVELS:
         raise ValueError(f"unknown level {options.level!r}; choose one of: {', '.join(LEVELS)}")
-    if options.texture is not None and not 0.0 <= options.texture <= MAX_TEXTURE:
-        raise ValueError(f"texture {options.texture:g} is outside 0 … {MAX_TEXTURE:g} nats")
+    if options.texture is not None:
+        check_texture(options.texture)
     diffusion.check_settings(
         options.sampler or DEFAULT_SAMPLER,
         options.steps,
@@ -434,6 +434,12 @@ def finish_frame_mel(
 
 LEVELS = ("denoised", "prior")
 MAX_TEXTURE = 2.0  # nats; more is no longer a texture but a different sound
+
+
+def check_texture(texture: float, name: str = "texture") -> None:
+    """ValueError (one line, naming the setting ``name``) unless 0 ≤ ``texture`` ≤ MAX_TEXTURE."""
+    if not 0.0 <= texture <= MAX_TEXTURE:
+        raise ValueError(f"{name} {texture:g} is outside 0 … {MAX_TEXTURE:g} nats")
 
 
 def level_shift(prior: torch.Tensor, mel: torch.Tensor, frames: int = 5) -> torch.Tensor:

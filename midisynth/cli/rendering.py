@@ -325,7 +325,7 @@ def _check_sampling(req: _Request) -> None:
     once per file after loading. A frame model (FrameNet) starts part-way from its prior's mel,
     which only the cosine-schedule samplers can do, and has no unconditional mode to guide with."""
     from ..diffusion import check_settings
-    from ..render import DEFAULT_SAMPLER, FRAME_SAMPLING, MAX_TEXTURE, match_style
+    from ..render import DEFAULT_SAMPLER, FRAME_SAMPLING, check_texture, match_style
     from ..weights import ModelError, model_settings, resolve
 
     try:
@@ -347,8 +347,8 @@ def _check_sampling(req: _Request) -> None:
         match_style(settings["styles"], req.style)
         if req.texture is not None and not settings["frame"]:
             raise ValueError("--texture applies to frame models (FrameNet) only")
-        if req.texture is not None and not 0.0 <= req.texture <= MAX_TEXTURE:
-            raise ValueError(f"--texture {req.texture:g} is outside 0 … {MAX_TEXTURE:g} nats")
+        if req.texture is not None:
+            check_texture(req.texture, "--texture")
     except ValueError as e:
         fail(f"model {name}: {e}", 2)
 
