@@ -411,6 +411,10 @@ def test_velocity_hinge_trains_and_penalises_a_quieter_louder_note(cache, tmp_pa
     refine = (torch.full((1,), 0.15), torch.randn(1, 256, 128, generator=gen))
     both = train_frame.velocity_hinge(model, b, cond, torch.Generator().manual_seed(0), refine)
     assert torch.isfinite(both) and both >= quiet
+    # A louder prior also makes the denoised x0 louder: the refine term adds to the penalty.
+    prior_only = train_frame.velocity_hinge(model, b, loud, torch.Generator().manual_seed(0))
+    with_x0 = train_frame.velocity_hinge(model, b, loud, torch.Generator().manual_seed(0), refine)
+    assert with_x0 > prior_only
 
 
 def test_frame_styles_train_on_each_pieces_soundfont_and_render_by_name(tmp_path):
