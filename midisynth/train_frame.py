@@ -85,6 +85,10 @@ class FrameTrainConfig:
     texture_weight: float = 0.0
     refine_tau_min: float = 0.05
     refine_tau_max: float = 0.2
+    # Weight of ``patch_swd`` on that refined x0: a distribution term (sliced Wasserstein distance
+    # between the batch's 8 × 8 mel patches and the target's, per quarter of the mel bins, at two
+    # scales), unpaired like a discriminator's but with nothing to train; 0 = off.
+    swd_weight: float = 0.0
     val_every: int = 250
     val_examples: int = 64
     log_every: int = 25
@@ -217,6 +221,43 @@ def texture_l1(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return out / 5
 
 
+def patch_swd(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    projections: int = 64,
+    patch: int = 8,
+    bands: int = 4,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """() sliced Wasserstein-1 distance between the distributions of ``patch`` × ``patch`` patches
+    (time × mel bins, side by side, each minus its own mean) of two (B, T, 128) mel batches,
+    separately in each of ``bands`` groups of mel bins and again at half resolution, averaged.
+
+    Unpaired: it compares what patches look like in the batch, not where they fall, so it asks
+    for real texture (the shapes of onsets, partials and their flicker) that an L1 regression
+    blurs, as a discriminator would, with random projections (fresh each call) instead of a
+    trained network."""
+    out, terms = x.new_zeros(()), 0
+    for scale in (1, 2):
+        a, b = (
+            t if scale == 1 else torch.nn.functional.avg_pool2d(t[:, None], 2)[:, 0]
+            for t in (x, target)
+        )
+        pa, pb = (
+            t.unfold(1, patch, patch).unfold(2, patch, patch).flatten(-2) for t in (a, b)
+        )  # (B, nt, nf, patch²)
+        pa, pb = pa - pa.mean(-1, keepdim=True), pb - pb.mean(-1, keepdim=True)
+        d = pa.shape[-1]
+        proj = torch.randn(d, projections, generator=generator).to(x.device, x.dtype)
+        proj = proj / proj.norm(dim=0, keepdim=True)
+        for g in torch.arange(pa.shape[2]).tensor_split(bands):
+            qa = pa[:, :, g].reshape(-1, d) @ proj
+            qb = pb[:, :, g].reshape(-1, d) @ proj
+            out = out + (qa.sort(0).values - qb.sort(0).values).abs().mean()
+            terms += 1
+    return out / terms
+
+
 def refine_x0(
     model, cond, tau: torch.Tensor, noise: torch.Tensor, detach: bool = True
 ) -> torch.Tensor:
@@ -293,8 +334,9 @@ def velocity_hinge(
 
 @torch.no_grad()
 def validate(model, val: FrameBatch, chunk: int = 16) -> dict[str, float]:
-    """Prior L1 and energy correlation, v L1 on a fixed τ grid with fixed noise, and the L1 and
-    ``texture_l1`` of the denoiser's x0 from the prior noised to τ = 0.15 (rendering's start)."""
+    """Prior L1 and energy correlation, v L1 on a fixed τ grid with fixed noise, and the L1,
+    ``texture_l1`` and ``patch_swd`` (fixed projections) of the denoiser's x0 from the prior
+    noised to τ = 0.15 (rendering's start)."""
     model.eval()
     gen = torch.Generator().manual_seed(0)
     priors, v_l1, refined = [], [], []
@@ -317,6 +359,7 @@ def validate(model, val: FrameBatch, chunk: int = 16) -> dict[str, float]:
         "v_l1": float(torch.cat(v_l1).mean()),
         "refine_l1": float((audio.unscale(x0) - ref).abs().mean()),
         "refine_texture": float(texture_l1(x0, val.target).mean()),
+        "refine_swd": float(patch_swd(x0, val.target, generator=torch.Generator().manual_seed(0))),
     }
 
 
@@ -480,6 +523,11 @@ def _save(run: _Run, step: int, final: bool, log) -> None:
             f" x0 from the prior noised to tau ~ U[{cfg.refine_tau_min}, {cfg.refine_tau_max})"
             if cfg.refine_weight
             else ""
+        )
+        + (
+            f" + {cfg.swd_weight} x sliced Wasserstein distance of its 8x8 mel patches"
+            if cfg.swd_weight and cfg.refine_weight
+            else ""
         ),
         "data": {
             "cache": str(cfg.data),
@@ -574,6 +622,8 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
                 if cfg.texture_weight:
                     r = r + cfg.texture_weight * texture_l1(x0, b.target)
                 loss = loss + cfg.refine_weight * r.mean()
+                if cfg.swd_weight:
+                    loss = loss + cfg.swd_weight * patch_swd(x0, b.target)
             if cfg.monotone_weight:
                 loss = loss + cfg.monotone_weight * velocity_hinge(
                     model, b, cond, hinge_rng, refine

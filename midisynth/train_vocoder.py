@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,8 @@ MAX_PIECE_SECONDS = 60.0
 # ---- Audio set ----------------------------------------------------------------------------------
 
 
-def _synth_piece(job: cache.Job) -> tuple[str, np.ndarray]:
+def _synth_piece(job: cache.Job, model: str | None = None) -> tuple[str, np.ndarray, Any]:
+    """(name, audio, the ``model``'s own log-mel of the same notes or None) for one piece."""
     torch.set_num_threads(1)
     seed = int(hashlib.sha1(job.name.encode()).hexdigest()[:8], 16)
     rng = np.random.default_rng([job.seed, seed])
@@ -54,39 +56,76 @@ def _synth_piece(job: cache.Job) -> tuple[str, np.ndarray]:
     else:
         notes = synth.procedural_piece(rng, float(rng.uniform(15, 45)))
     duration = min(max(n.end for n in notes), MAX_PIECE_SECONDS) + cache.TAIL_SECONDS
-    wave, _ = synth.synthesize(notes, duration, job.soundfont, reverb=job.reverb)
-    return job.name, wave
+    wave, played = synth.synthesize(notes, duration, job.soundfont, reverb=job.reverb)
+    mel = _model_mel(model, played, len(wave), job.soundfont) if model else None
+    return job.name, wave, mel
 
 
-def build_audio_set(jobs: Sequence[cache.Job], out: Path, workers: int = 2, log=print) -> dict:
-    """Synthesize ``jobs`` into ``out``/audio-00000.npz and val-00000.npz; returns the index."""
+_MODELS: dict[str, Any] = {}  # one loaded model per worker process
+
+
+def _model_mel(model: str, notes: Sequence[Any], samples: int, soundfont: str | None) -> np.ndarray:
+    """The model's rendered log-mel (frames of ``samples``, 128) float16 of ``notes``, in the
+    style of ``soundfont`` where the model has one by that name: the input a vocoder fine-tuned
+    on generated mels ("ground-truth aligned", frame by frame with the audio) learns from."""
+    from .midi import Score
+    from .render import RenderOptions, render
+
+    if model not in _MODELS:
+        from . import weights
+
+        _MODELS[model] = weights.load_model(model, device="cpu", dtype="float32")
+    loaded = _MODELS[model]
+    styles = [s.lower() for s in (loaded.config.frame.styles if loaded.config.frame else [])]
+    stem = Path(soundfont).stem.lower() if soundfont else ""
+    style = stem if stem in styles else None
+    end = max((n.end for n in notes), default=0.0)
+    score = Score(list(notes), end, [], [], [], [], 1, 220, [])
+    tail = max(0.0, samples / audio.SAMPLE_RATE - end)
+    rendered = render(loaded, score, RenderOptions(inverter="vocoder-p", tail=tail, style=style))
+    frames = audio.num_frames(samples)
+    mel = np.full((frames, audio.N_MELS), audio.LOG_FLOOR, np.float32)
+    k = min(frames, len(rendered.mel))
+    mel[:k] = rendered.mel[:k]
+    return mel.astype(np.float16)
+
+
+def build_audio_set(
+    jobs: Sequence[cache.Job], out: Path, workers: int = 2, log=print, model: str | None = None
+) -> dict:
+    """Synthesize ``jobs`` into ``out``/audio-00000.npz and val-00000.npz; returns the index.
+    With ``model``, each piece also keeps that model's rendered log-mel of the same notes
+    (``m<i>`` beside ``a<i>``), for ``train --gta``."""
     from concurrent.futures import ProcessPoolExecutor
 
     out.mkdir(parents=True, exist_ok=True)
-    split: dict[str, list[tuple[str, np.ndarray]]] = {"audio": [], "val": []}
+    split: dict[str, list[tuple[str, np.ndarray, Any]]] = {"audio": [], "val": []}
     failed = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for job, fut in [(j, pool.submit(_synth_piece, j)) for j in jobs]:
+        for job, fut in [(j, pool.submit(_synth_piece, j, model)) for j in jobs]:
             try:
-                name, wave = fut.result()
+                name, wave, mel = fut.result()
             except Exception as e:  # noqa: BLE001 - a bad piece must not stop the set
                 failed.append(f"{job.name}: {str(e).splitlines()[0] if str(e) else e}")
                 continue
-            split["val" if cache.is_validation(name, 0.04) else "audio"].append((name, wave))
+            key = "val" if cache.is_validation(name, 0.04) else "audio"
+            split[key].append((name, wave, mel))
     if not split["val"] and len(split["audio"]) > 1:
         split["val"].append(split["audio"].pop())
     for key, items in split.items():
         np.savez(
             out / f"{key}-00000.npz",
-            **{f"a{i}": w.astype(np.float16) for i, (_, w) in enumerate(items)},
-            names=np.array([n for n, _ in items]),
+            **{f"a{i}": w.astype(np.float16) for i, (_, w, _) in enumerate(items)},
+            **{f"m{i}": m for i, (_, _, m) in enumerate(items) if m is not None},
+            names=np.array([n for n, _, _ in items]),
         )
     index = {
         "pieces": {k: len(v) for k, v in split.items()},
         "hours": {
-            k: sum(len(w) for _, w in v) / audio.SAMPLE_RATE / 3600 for k, v in split.items()
+            k: sum(len(w) for _, w, _ in v) / audio.SAMPLE_RATE / 3600 for k, v in split.items()
         },
         "failed": failed,
+        "model_mels": model,
     }
     (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     log(f"[vocoder data] {index['pieces']} pieces, {index['hours']} h, {len(failed)} failed")
@@ -95,7 +134,17 @@ def build_audio_set(jobs: Sequence[cache.Job], out: Path, workers: int = 2, log=
 
 def load_audio_set(folder: Path, split: str = "audio") -> list[np.ndarray]:
     with np.load(folder / f"{split}-00000.npz") as z:
-        return [z[k].astype(np.float32) for k in z.files if k != "names"]
+        return [z[k].astype(np.float32) for k in z.files if k.startswith("a")]
+
+
+def load_model_mels(folder: Path, split: str = "audio") -> list[np.ndarray] | None:
+    """The generated log-mels (frames, 128) float32 kept by ``build --model``, piece by piece as
+    ``load_audio_set``; None when the set has none."""
+    with np.load(folder / f"{split}-00000.npz") as z:
+        keys = [k for k in z.files if k.startswith("a")]
+        if not keys or f"m{keys[0][1:]}" not in z.files:
+            return None
+        return [z[f"m{k[1:]}"].astype(np.float32) for k in keys]
 
 
 # ---- Loss ---------------------------------------------------------------------------------------
@@ -166,6 +215,10 @@ class VocoderTrainConfig:
     through_gl: int = 0
     # predicted mode: weight of ``phase_loss`` (instantaneous frequency + group delay; 0 = off)
     phase_weight: float = 0.0
+    # Fraction of crops whose input is the generating model's own mel of the same frames (a set
+    # built with ``build --model``), not the audio's: the vocoder learns to turn that model's
+    # smoother mels into the real sound ("ground-truth aligned" fine-tuning). 0 = off.
+    gta: float = 0.0
 
 
 def magnitude_loss(log_mag: torch.Tensor, wave: torch.Tensor) -> torch.Tensor:
@@ -180,16 +233,41 @@ def magnitude_loss(log_mag: torch.Tensor, wave: torch.Tensor) -> torch.Tensor:
     return l1 + sc
 
 
-def _crops(pieces: list[np.ndarray], rng: np.random.Generator, n: int) -> torch.Tensor:
+def _crops(
+    pieces: list[np.ndarray],
+    rng: np.random.Generator,
+    n: int,
+    mels: list[np.ndarray] | None = None,
+    gta: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, CROP_FRAMES·320) audio crops, each starting on a frame, and with ``mels`` the input
+    log-mel (B, CROP_FRAMES, 128): the generated mel of the same frames for a fraction ``gta``
+    of the crops, else None (the input is then the crops' own log-mel, ``crop_mels``)."""
     size = CROP_FRAMES * audio.HOP
     out = np.zeros((n, size), np.float32)
+    gen = np.full((n, CROP_FRAMES, audio.N_MELS), np.nan, np.float32) if mels else None
     lengths = np.array([len(p) for p in pieces], np.float64)
     for i, k in enumerate(rng.choice(len(pieces), n, p=lengths / lengths.sum())):
         p = pieces[k]
-        start = int(rng.integers(0, max(1, len(p) - size)))
+        start = int(rng.integers(0, max(1, (len(p) - size) // audio.HOP))) * audio.HOP
         seg = p[start : start + size]
         out[i, : len(seg)] = seg
-    return torch.from_numpy(out)
+        if gen is not None and rng.random() < gta:
+            f = start // audio.HOP
+            m = mels[k][f : f + CROP_FRAMES]
+            gen[i] = audio.LOG_FLOOR
+            gen[i, : len(m)] = m
+    return torch.from_numpy(out), None if gen is None else torch.from_numpy(gen)
+
+
+def input_mels(wave: torch.Tensor, gen: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input log-mel, the crops' own log-mel), each (B, CROP_FRAMES, 128): the input is the
+    generated mel where ``gen`` has one (rows not NaN), else the crop's own."""
+    real = crop_mels(wave)
+    if gen is None:
+        return real, real
+    have = ~torch.isnan(gen[:, :1, :1])
+    return torch.where(have, gen.to(real.device), real), real
 
 
 def crop_mels(wave: torch.Tensor) -> torch.Tensor:
@@ -228,7 +306,16 @@ def _save(out: Path, ema: Vocoder, model: Vocoder, opt, meta: dict) -> None:
     save_file(st, str(out / "train_state.safetensors"))
 
 
-def _loss(model: Vocoder, cfg: VocoderTrainConfig, wave: Tensor, mel: Tensor, step: int) -> Tensor:
+def _loss(
+    model: Vocoder,
+    cfg: VocoderTrainConfig,
+    wave: Tensor,
+    mel: Tensor,
+    step: int,
+    target_mel: Tensor | None = None,
+) -> Tensor:
+    """The training loss for input ``mel``; the mel term compares the output's log-mel with
+    ``target_mel`` (the crops' own; default ``mel``, the same when the input is not generated)."""
     if model.config.phase == "griffin-lim":  # magnitudes only: no phase, no iSTFT to learn
         log_mag = model.log_magnitude(mel)
         loss = magnitude_loss(log_mag, wave)
@@ -243,7 +330,8 @@ def _loss(model: Vocoder, cfg: VocoderTrainConfig, wave: Tensor, mel: Tensor, st
 
     spec = model.spectrum(mel)
     pred = istft_batch(spec)
-    loss = stft_loss(pred, wave) + cfg.mel_weight * mel_loss(pred, mel)
+    target_mel = mel if target_mel is None else target_mel
+    loss = stft_loss(pred, wave) + cfg.mel_weight * mel_loss(pred, target_mel)
     if cfg.phase_weight:
         loss = loss + cfg.phase_weight * phase_loss(spec, wave)
     return loss
@@ -263,6 +351,10 @@ def train(cfg: VocoderTrainConfig, log=print) -> Path:
     torch.manual_seed(cfg.seed)
     folder, out = Path(cfg.data), Path(cfg.out)
     pieces, val = load_audio_set(folder), load_audio_set(folder, "val")
+    gen = load_model_mels(folder) if cfg.gta else None
+    if cfg.gta and gen is None:
+        raise ValueError(f"--gta needs a set built with --model; {folder} has no generated mels")
+    val_gen = load_model_mels(folder, "val") if gen is not None else None
     dev = torch.device(cfg.device)
     model = load_vocoder(cfg.resume) if cfg.resume else Vocoder(VocoderConfig(**cfg.vocoder))
     model.to(dev)
@@ -276,8 +368,10 @@ def train(cfg: VocoderTrainConfig, log=print) -> Path:
         _load_train_state(Path(cfg.resume), model, opt)
     step0, history = int(meta.get("steps", 0)), list(meta.get("val", []))
     rng = np.random.default_rng(cfg.seed + step0)
-    val_wave = _crops(val, np.random.default_rng(1234), 16).to(dev)
+    val_wave, val_g = _crops(val, np.random.default_rng(1234), 16, val_gen, 1.0)
+    val_wave = val_wave.to(dev)
     val_mel = crop_mels(val_wave)
+    val_in = input_mels(val_wave, val_g)[0] if val_g is not None else None
     n_params = sum(p.numel() for p in model.parameters())
     log(f"[vocoder] {n_params / 1e6:.2f} M params, {len(pieces)} pieces, resumed from {cfg.resume}")
     ema_p, model_p = list(ema.parameters()), list(model.parameters())
@@ -291,6 +385,11 @@ def train(cfg: VocoderTrainConfig, log=print) -> Path:
             cpu_pairs = zip(val_wave.cpu(), pred.cpu(), strict=True)
             v = {"stft": float(stft_loss(pred, val_wave)), "mel": float(mel_loss(pred, val_mel))}
             v["lsd2048"] = float(np.mean([log_spectral_distance(a, b, 2048) for a, b in cpu_pairs]))
+            if val_in is not None:  # from the generated mels of the same crops
+                with torch.no_grad():
+                    pg = ema(val_in)
+                v["gta_stft"] = float(stft_loss(pg, val_wave))
+                v["gta_mel"] = float(mel_loss(pg, val_mel))
             history.append({"step": step0 + step, "minutes": round(minutes, 1), **v})
             _save(
                 out, ema, model, opt, {"steps": step0 + step, "val": history, "train": asdict(cfg)}
@@ -301,8 +400,10 @@ def train(cfg: VocoderTrainConfig, log=print) -> Path:
             return out
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step, minutes)
-        wave = _crops(pieces, rng, cfg.batch_size).to(dev)
-        loss = _loss(model, cfg, wave, crop_mels(wave), step)
+        wave, g = _crops(pieces, rng, cfg.batch_size, gen, cfg.gta)
+        wave = wave.to(dev)
+        mel_in, mel_real = input_mels(wave, g)
+        loss = _loss(model, cfg, wave, mel_in, step, mel_real)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -326,6 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--soundfont", action="append", default=[])
     b.add_argument("--workers", type=int, default=2)
     b.add_argument(
+        "--model",
+        default=None,
+        help="also keep this model's rendered log-mel of each piece (for train --gta)",
+    )
+    b.add_argument(
         "--reverb",
         action="store_true",
         help="FluidSynth's default reverb and chorus on (as plain"
@@ -345,6 +451,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     t.add_argument(
         "--phase-weight", type=float, default=0.0, help="predicted mode: phase-derivative loss"
+    )
+    t.add_argument(
+        "--gta",
+        type=float,
+        default=0.0,
+        help="fraction of crops fed the model's generated mel (a set built with --model)",
     )
     t.add_argument(
         "--vocoder",
@@ -378,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             for j in jobs
         ]
-        build_audio_set(jobs, args.out, args.workers)
+        build_audio_set(jobs, args.out, args.workers, model=args.model)
         return 0
     cfg = VocoderTrainConfig(
         data=args.data,
@@ -391,6 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         vocoder=json.loads(args.vocoder),
         through_gl=args.through_gl,
         phase_weight=args.phase_weight,
+        gta=args.gta,
         device=args.device,
     )
     print(train(cfg))

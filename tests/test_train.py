@@ -451,14 +451,15 @@ def test_frame_styles_train_on_each_pieces_soundfont_and_render_by_name(tmp_path
                "styles": ["Bright", "Dark"]},
         steps=3, batch_size=4, warmup_steps=1, val_every=3, val_examples=4, log_every=3,
         max_minutes=None, threads=1, sharp_weight=0.5, refine_weight=1.0, texture_weight=2.0,
-        monotone_weight=1.0,
+        monotone_weight=1.0, swd_weight=3.0,
     )  # fmt: skip
     out = train_frame.train(cfg, log=lambda *_: None)
     loaded = weights.load_model(out)
     training = json.loads((out / "config.json").read_text())["training"]
     assert "sharpness L1" in training["runs"][0]["loss"]
     assert "2.0 x texture L1" in training["runs"][0]["loss"]
-    assert {"refine_l1", "refine_texture"} <= set(training["val"][-1])
+    assert "3.0 x sliced Wasserstein distance" in training["runs"][0]["loss"]
+    assert {"refine_l1", "refine_texture", "refine_swd"} <= set(training["val"][-1])
     assert loaded.config.frame.styles == ["Bright", "Dark"]
     assert loaded.model.style.weight.abs().sum() > 0  # the codes were trained
     assert [style_index(loaded, s) for s in (None, "bright", "DARK", "d")] == [0, 0, 1, 1]
@@ -509,3 +510,27 @@ def test_texture_loss_asks_for_movement_not_its_place():
     assert (texture_l1(moved, target).abs() < 1e-6).all()
     assert ((moved - target).abs().mean(dim=(1, 2)) > 0.39).all()
     assert (texture_l1(target + 0.3, target).abs() < 1e-6).all()  # a level shift is not texture
+
+
+def test_patch_distribution_loss_compares_patches_not_their_places():
+    # Issue 19: an unpaired term. Real patches in other places (the batch's examples swapped,
+    # the texture shifted by whole patches) score 0; a blur, a level-free but flattened texture,
+    # or white noise where the target is smooth score more; a level shift is not texture.
+    from midisynth.train_frame import patch_swd
+
+    gen = torch.Generator().manual_seed(0)
+    target = 0.3 * torch.randn(4, 64, 128, generator=gen)
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731 - same projections each call
+    assert patch_swd(target, target, generator=g()) < 1e-6
+    assert patch_swd(target.flip(0), target, generator=g()) < 1e-6  # examples swapped
+    assert patch_swd(target.roll(16, dims=1), target, generator=g()) < 1e-6  # whole patches
+    assert patch_swd(target + 0.5, target, generator=g()) < 1e-6
+    blurred = torch.nn.functional.avg_pool1d(
+        target.transpose(1, 2), 5, stride=1, padding=2, count_include_pad=False
+    ).transpose(1, 2)
+    assert patch_swd(blurred, target, generator=g()) > 0.05
+    smooth = torch.zeros(4, 64, 128)
+    assert patch_swd(smooth + 0.3 * torch.randn(4, 64, 128, generator=gen), smooth) > 0.05
+    x = blurred.clone().requires_grad_(True)
+    patch_swd(x, target, generator=g()).backward()
+    assert x.grad.abs().sum() > 0  # it trains

@@ -276,3 +276,53 @@ def test_no_seam_between_segments_with_the_default_inverter():
     near = sorted({j + d for j in joins for d in (-2, -1, 0, 1) if 0 <= j + d < len(steps)})
     elsewhere = np.delete(steps, near)
     assert steps[near].max() <= elsewhere.max(), (steps[near], elsewhere.max())
+
+
+def test_gta_crops_pair_audio_with_the_generated_mel_of_the_same_frames(tmp_path):
+    # Issue 19: fine-tuning on a model's own mels needs them frame-aligned with the audio. Here
+    # the "model" is the audio's own log-mel made 1 nat louder: a crop's generated input must be
+    # exactly that of its frames; its own log-mel stays the target of the mel term.
+    rng = np.random.default_rng(0)  # noise, so no mel band sits near float32's rounding floor
+    t = np.arange(3 * audio.SAMPLE_RATE) / audio.SAMPLE_RATE
+    waves = [(0.1 * rng.standard_normal(len(t)) * (0.2 + t)).astype(np.float32) for _ in range(2)]
+    mels = [audio.log_mel(torch.from_numpy(w)).numpy() + 1.0 for w in waves]
+    wave, gen = train_vocoder._crops(waves, np.random.default_rng(0), 6, mels, gta=1.0)
+    mel_in, real = train_vocoder.input_mels(wave, gen)
+    inner = slice(0, train_vocoder.CROP_FRAMES - 2)  # the crop's own last frames see its end
+    torch.testing.assert_close(mel_in[:, inner], real[:, inner] + 1.0, atol=2e-3, rtol=0)
+    _, none = train_vocoder._crops(waves, np.random.default_rng(0), 6, mels, gta=0.0)
+    assert torch.equal(train_vocoder.input_mels(wave, none)[0], real)  # gta 0: the audio's own
+    assert train_vocoder._crops(waves, np.random.default_rng(0), 6)[1] is None
+
+
+def test_gta_training_reads_a_set_with_generated_mels(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_vocoder, "VocoderConfig", lambda: SMALL)
+    data = _audio_set(tmp_path / "data")
+    with pytest.raises(ValueError, match="--gta needs a set built with --model"):
+        _tiny_run(tmp_path, "no-mels", 1, gta=0.5)
+    for split in ("audio", "val"):
+        with np.load(data / f"{split}-00000.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        for k in [k for k in arrays if k.startswith("a")]:
+            wave = torch.from_numpy(arrays[k].astype(np.float32))
+            arrays["m" + k[1:]] = (audio.log_mel(wave).numpy() + 1.0).astype(np.float16)
+        np.savez(data / f"{split}-00000.npz", **arrays)
+    assert len(train_vocoder.load_audio_set(data)) == 3  # the mels are not read as audio
+    assert train_vocoder.load_model_mels(data)[0].shape == (150, 128)  # 3 s
+    cfg = train_vocoder.VocoderTrainConfig(
+        data=str(data), out=str(tmp_path / "v"), steps=2, batch_size=2, max_minutes=None,
+        threads=1, gta=0.5,
+    )  # fmt: skip
+    out = train_vocoder.train(cfg, log=lambda *_: None)
+    val = json.loads((out / "vocoder.json").read_text())["val"][-1]
+    assert {"gta_stft", "gta_mel"} <= set(val) and val["gta_mel"] > 0.5  # 1 nat too loud
+
+
+def test_model_mel_renders_the_same_notes_frame_for_frame(tiny_frame_folder):
+    from midisynth.midi import Note
+
+    notes = [Note(0.1, 0.6, 60, 100, 0, False, 0), Note(0.4, 1.0, 64, 80, 0, False, 0)]
+    samples = int(1.5 * audio.SAMPLE_RATE)
+    mel = train_vocoder._model_mel(str(tiny_frame_folder), notes, samples, "/x/FluidR3_GM.sf2")
+    assert mel.shape == (audio.num_frames(samples), 128) and mel.dtype == np.float16
+    assert np.isfinite(mel).all() and mel.std() > 0
