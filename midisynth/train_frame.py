@@ -21,6 +21,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -89,6 +90,10 @@ class FrameTrainConfig:
     # between the batch's 8 × 8 mel patches and the target's, per quarter of the mel bins, at two
     # scales), unpaired like a discriminator's but with nothing to train; 0 = off.
     swd_weight: float = 0.0
+    # How often each source's segments are drawn, relative to their share of the cache, e.g.
+    # "freedoom=4,oga=4" (unnamed sources 1; "" = every segment equally likely): a cache that is
+    # mostly piano songs otherwise teaches multi-instrument timbres little.
+    source_weights: str = ""
     val_every: int = 250
     val_examples: int = 64
     log_every: int = 25
@@ -116,7 +121,8 @@ class FrameBatch:
 
 
 class FrameSampler:
-    """Random examples from cached pieces, every segment of the corpus equally likely."""
+    """Random examples from cached pieces, every segment of the corpus equally likely (times its
+    source's weight in ``source_weights``, {source: weight}, when given)."""
 
     def __init__(
         self,
@@ -125,6 +131,7 @@ class FrameSampler:
         slots: int = notegrid.SLOTS,
         context_drop: float = 0.1,
         styles: Sequence[int] | None = None,
+        source_weights: dict[str, float] | None = None,
     ) -> None:
         if not pieces:
             raise ValueError("no pieces to sample from")
@@ -134,6 +141,8 @@ class FrameSampler:
         self.notes = [notegrid.map_programs(p.notes, table) for p in self.pieces]
         self.slots, self.context_drop = slots, context_drop
         w = np.array([data.num_segments_shifted(p, SEG // 2) for p in self.pieces], np.float64)
+        if source_weights:
+            w *= np.array([source_weights.get(p.source, 1.0) for p in self.pieces])
         self.weights = w / w.sum()
 
     def example(self, rng: np.random.Generator, drop: bool | None = None) -> tuple:
@@ -165,6 +174,25 @@ class FrameSampler:
 
     def batches(self, rng: np.random.Generator, size: int, pool: int = 1) -> list[FrameBatch]:
         return [self.batch(rng, size) for _ in range(pool)]
+
+
+def parse_source_weights(spec: str, sources: set[str]) -> dict[str, float]:
+    """ "freedoom=4,oga=4" → {"freedoom": 4.0, "oga": 4.0}; ValueError (one line) for a source
+    the cache lacks or a weight that is not a positive number."""
+    out: dict[str, float] = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, value = item.partition("=")
+        if name not in sources:
+            raise ValueError(
+                f"--source-weights: no source {name!r} in the cache ({', '.join(sorted(sources))})"
+            )
+        try:
+            out[name] = float(value)
+        except ValueError:
+            out[name] = math.nan
+        if not out[name] > 0 or not math.isfinite(out[name]):
+            raise ValueError(f"--source-weights: {item!r} needs a positive weight (name=number)")
+    return out
 
 
 def cache_index(folder: str | Path) -> dict[str, Any]:
@@ -475,6 +503,7 @@ def _start(cfg: FrameTrainConfig, log) -> _Run:
         slots,
         cfg.context_drop,
         piece_styles(train_pieces, index, styles),
+        parse_source_weights(cfg.source_weights, {p.source for p in train_pieces}),
     )
     val_set = FrameSampler(
         val_pieces, program_map, slots, styles=piece_styles(val_pieces, index, styles)
@@ -528,7 +557,8 @@ def _save(run: _Run, step: int, final: bool, log) -> None:
             f" + {cfg.swd_weight} x sliced Wasserstein distance of its 8x8 mel patches"
             if cfg.swd_weight and cfg.refine_weight
             else ""
-        ),
+        )
+        + (f"; sources weighted {cfg.source_weights}" if cfg.source_weights else ""),
         "data": {
             "cache": str(cfg.data),
             **{k: run.data_info.get(k) for k in ("pieces", "hours", "hours_by_source", "settings")},

@@ -534,3 +534,23 @@ def test_patch_distribution_loss_compares_patches_not_their_places():
     x = blurred.clone().requires_grad_(True)
     patch_swd(x, target, generator=g()).backward()
     assert x.grad.abs().sum() > 0  # it trains
+
+
+def test_source_weights_draw_a_source_more_often():
+    # Issue 19: a cache that is 82 % piano songs teaches other timbres little; --source-weights
+    # draws the named sources' segments that many times more often, refused in one line if wrong.
+    from midisynth.train_frame import FrameSampler, parse_source_weights
+
+    mel = np.zeros((1000, 128), np.float16)
+    pieces = [
+        Piece(f"{s}/{i}", s, mel, np.zeros((0, 6))) for s in ("pop", "game") for i in range(2)
+    ]
+    plain = FrameSampler(pieces, "identity")
+    np.testing.assert_allclose(plain.weights, 0.25)
+    weights = parse_source_weights("game=3", {"pop", "game"})
+    assert weights == {"game": 3.0}
+    heavy = FrameSampler(pieces, "identity", source_weights=weights)
+    np.testing.assert_allclose(heavy.weights, [0.125, 0.125, 0.375, 0.375])
+    for bad, msg in [("rock=2", "no source 'rock' in the cache"), ("game=-1", "positive weight")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_source_weights(bad, {"pop", "game"})
