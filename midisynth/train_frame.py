@@ -90,6 +90,14 @@ class FrameTrainConfig:
     # between the batch's 8 × 8 mel patches and the target's, per quarter of the mel bins, at two
     # scales), unpaired like a discriminator's but with nothing to train; 0 = off.
     swd_weight: float = 0.0
+    # Weight of an adversarial term on that refined x0: a small convolutional critic
+    # (``MelCritic``, training only, never saved) judges 2-D patches of (mel, prior) pairs, real
+    # target against the denoiser's x0, with a hinge loss; the denoiser gets its hinge and the L1
+    # between the critic's features of x0 and of the target (feature matching, × ``fm_weight``).
+    # 0 = off. The critic starts fresh on every run (``critic_lr``).
+    adv_weight: float = 0.0
+    fm_weight: float = 2.0
+    critic_lr: float = 2e-4
     # How often each source's segments are drawn, relative to their share of the cache, e.g.
     # "freedoom=4,oga=4" (unnamed sources 1; "" = every segment equally likely): a cache that is
     # mostly piano songs otherwise teaches multi-instrument timbres little.
@@ -284,6 +292,54 @@ def patch_swd(
             out = out + (qa.sort(0).values - qb.sort(0).values).abs().mean()
             terms += 1
     return out / terms
+
+
+class MelCritic(torch.nn.Module):
+    """A patch critic on (B, T, 128) mels with the prior beside them (2 channels): four strided
+    2-D convolutions, a score per patch (about 30 frames × 30 bins). Training only."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        chans = [2, width, 2 * width, 4 * width, 4 * width]
+        self.convs = torch.nn.ModuleList(
+            torch.nn.utils.parametrizations.weight_norm(
+                torch.nn.Conv2d(a, b, 3, stride=1 if i == 0 else 2, padding=1)
+            )
+            for i, (a, b) in enumerate(zip(chans[:-1], chans[1:], strict=True))
+        )
+        self.out = torch.nn.Conv2d(chans[-1], 1, 3, padding=1)
+
+    def forward(self, mel: torch.Tensor, prior: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """(patch scores (B, 1, T/8, 16), the hidden feature maps)."""
+        h = torch.stack([mel, prior], dim=1)
+        feats = []
+        for conv in self.convs:
+            h = torch.nn.functional.leaky_relu(conv(h), 0.2)
+            feats.append(h)
+        return self.out(h), feats
+
+
+def critic_step(critic, opt, x0: torch.Tensor, target: torch.Tensor, prior: torch.Tensor) -> float:
+    """One hinge-loss update of ``critic`` (real: target, fake: x0, both beside the prior)."""
+    real, _ = critic(target, prior)
+    fake, _ = critic(x0.detach(), prior)
+    loss = torch.relu(1 - real).mean() + torch.relu(1 + fake).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def adversarial_terms(
+    critic, x0: torch.Tensor, target: torch.Tensor, prior: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(generator hinge −mean score of x0, feature-matching L1 of x0's critic features against
+    the target's), both scalars with gradients to x0 only (the critic is not updated here)."""
+    fake, ff = critic(x0, prior)
+    with torch.no_grad():
+        _, rf = critic(target, prior)
+    fm = sum((a - b).abs().mean() for a, b in zip(ff, rf, strict=True)) / len(ff)
+    return -fake.mean(), fm
 
 
 def refine_x0(
@@ -558,6 +614,11 @@ def _save(run: _Run, step: int, final: bool, log) -> None:
             if cfg.swd_weight and cfg.refine_weight
             else ""
         )
+        + (
+            f" + {cfg.adv_weight} x (critic hinge + {cfg.fm_weight} x feature matching)"
+            if cfg.adv_weight and cfg.refine_weight
+            else ""
+        )
         + (f"; sources weighted {cfg.source_weights}" if cfg.source_weights else ""),
         "data": {
             "cache": str(cfg.data),
@@ -624,6 +685,10 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
     ema_p, model_p = list(run.ema.parameters()), list(model.parameters())
     last_save, t_log, seen, acc = time.time(), time.time(), 0, []
     hinge_rng = torch.Generator().manual_seed(cfg.seed + run.step0)
+    critic = critic_opt = None
+    if cfg.adv_weight and cfg.refine_weight:
+        critic = MelCritic().to(device)
+        critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr, betas=(0.5, 0.9))
     step = 0
     while step < cfg.steps:
         minutes = (time.time() - run.t0) / 60
@@ -654,6 +719,13 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
                 loss = loss + cfg.refine_weight * r.mean()
                 if cfg.swd_weight:
                     loss = loss + cfg.swd_weight * patch_swd(x0, b.target)
+                if critic is not None:
+                    prior = cond.prior.detach().clamp(-1, 1).float()
+                    critic_step(critic, critic_opt, x0, b.target, prior)
+                    critic.requires_grad_(False)
+                    adv, fm = adversarial_terms(critic, x0, b.target, prior)
+                    critic.requires_grad_(True)
+                    loss = loss + cfg.adv_weight * (adv + cfg.fm_weight * fm)
             if cfg.monotone_weight:
                 loss = loss + cfg.monotone_weight * velocity_hinge(
                     model, b, cond, hinge_rng, refine

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from helpers import SONG, additive, make_midi
 
@@ -451,7 +452,7 @@ def test_frame_styles_train_on_each_pieces_soundfont_and_render_by_name(tmp_path
                "styles": ["Bright", "Dark"]},
         steps=3, batch_size=4, warmup_steps=1, val_every=3, val_examples=4, log_every=3,
         max_minutes=None, threads=1, sharp_weight=0.5, refine_weight=1.0, texture_weight=2.0,
-        monotone_weight=1.0, swd_weight=3.0,
+        monotone_weight=1.0, swd_weight=3.0, adv_weight=0.1,
     )  # fmt: skip
     out = train_frame.train(cfg, log=lambda *_: None)
     loaded = weights.load_model(out)
@@ -459,6 +460,8 @@ def test_frame_styles_train_on_each_pieces_soundfont_and_render_by_name(tmp_path
     assert "sharpness L1" in training["runs"][0]["loss"]
     assert "2.0 x texture L1" in training["runs"][0]["loss"]
     assert "3.0 x sliced Wasserstein distance" in training["runs"][0]["loss"]
+    assert "0.1 x (critic hinge + 2.0 x feature matching)" in training["runs"][0]["loss"]
+    assert not any("critic" in k for k in safetensors.torch.load_file(out / "model.safetensors"))
     assert {"refine_l1", "refine_texture", "refine_swd"} <= set(training["val"][-1])
     assert loaded.config.frame.styles == ["Bright", "Dark"]
     assert loaded.model.style.weight.abs().sum() > 0  # the codes were trained
@@ -554,3 +557,28 @@ def test_source_weights_draw_a_source_more_often():
     for bad, msg in [("rock=2", "no source 'rock' in the cache"), ("game=-1", "positive weight")]:
         with pytest.raises(ValueError, match=msg):
             parse_source_weights(bad, {"pop", "game"})
+
+
+def test_the_critic_learns_to_tell_real_texture_from_blur_and_teaches_the_denoiser():
+    # Issue 19: the adversarial term. A few critic steps separate textured targets from their
+    # blur; the generator terms then push the blur toward the target (gradients reach x0 only).
+    from midisynth.train_frame import MelCritic, adversarial_terms, critic_step
+
+    torch.manual_seed(0)
+    target = (0.3 * torch.randn(4, 64, 128)).clamp(-1, 1)
+    blurred = torch.nn.functional.avg_pool1d(
+        target.transpose(1, 2), 5, stride=1, padding=2, count_include_pad=False
+    ).transpose(1, 2)
+    prior = blurred.clone()
+    critic = MelCritic()
+    opt = torch.optim.Adam(critic.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    losses = [critic_step(critic, opt, blurred, target, prior) for _ in range(30)]
+    assert losses[-1] < losses[0] - 0.5
+    x0 = blurred.clone().requires_grad_(True)
+    critic.zero_grad(set_to_none=True)
+    critic.requires_grad_(False)
+    adv, fm = adversarial_terms(critic, x0, target, prior)
+    (adv + fm).backward()
+    assert x0.grad.abs().sum() > 0 and all(p.grad is None for p in critic.parameters())
+    real_score = critic(target, prior)[0].mean()
+    assert real_score > -adv  # the critic scores the real texture above the blur
