@@ -334,10 +334,15 @@ def adversarial_terms(
     critic, x0: torch.Tensor, target: torch.Tensor, prior: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(generator hinge −mean score of x0, feature-matching L1 of x0's critic features against
-    the target's), both scalars with gradients to x0 only (the critic is not updated here)."""
-    fake, ff = critic(x0, prior)
-    with torch.no_grad():
-        _, rf = critic(target, prior)
+    the target's), both scalars with gradients to x0 only: the critic's weights are frozen for
+    the pass (no gradient accumulates in them) and trainable again after it."""
+    critic.requires_grad_(False)
+    try:
+        fake, ff = critic(x0, prior)
+        with torch.no_grad():
+            _, rf = critic(target, prior)
+    finally:
+        critic.requires_grad_(True)
     fm = sum((a - b).abs().mean() for a, b in zip(ff, rf, strict=True)) / len(ff)
     return -fake.mean(), fm
 
@@ -722,9 +727,7 @@ def train(cfg: FrameTrainConfig, log=print) -> Path:
                 if critic is not None:
                     prior = cond.prior.detach().clamp(-1, 1).float()
                     critic_step(critic, critic_opt, x0, b.target, prior)
-                    critic.requires_grad_(False)
                     adv, fm = adversarial_terms(critic, x0, b.target, prior)
-                    critic.requires_grad_(True)
                     loss = loss + cfg.adv_weight * (adv + cfg.fm_weight * fm)
             if cfg.monotone_weight:
                 loss = loss + cfg.monotone_weight * velocity_hinge(
